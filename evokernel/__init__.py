@@ -1,0 +1,27 @@
+"""evokernel: evolve fast Halide schedules for neural-network operators.
+
+>>> import numpy as np, evokernel as ek
+>>> op = ek.operators.matmul(m=64, n=48, k=32)
+>>> kernel = ek.tune(op, target="host", budget=4, seed=0)
+>>> a = np.random.rand(64, 32).astype(np.float32); b = np.random.rand(32, 48).astype(np.float32)
+>>> bool(np.allclose(kernel(a, b), a @ b, rtol=1e-4, atol=1e-4))
+True
+"""
+
+from . import errors, operators
+from .errors import (BudgetError, EvokernelError, KernelCallError, OperatorArgumentError, TargetError,
+                     TuningError, UnsupportedDtypeError)
+from .evaluators import Outcome, Result
+from .genome import Genome
+from .runtime import Kernel
+from .search import Budget, SearchSettings
+from .target import Target
+from .tuner import tune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "tune", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "errors",
+    "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
+    "BudgetError", "TuningError", "__version__",
+]

@@ -1,0 +1,45 @@
+"""Exceptions raised by evokernel; each names the problem it reports."""
+
+from __future__ import annotations
+
+
+class EvokernelError(Exception):
+    """Base class of every error evokernel raises on purpose."""
+
+
+class OperatorArgumentError(EvokernelError, ValueError):
+    """An operator was given impossible arguments (a non-positive size, a kernel
+    larger than the padded input, channels not divisible by groups...)."""
+
+
+class UnsupportedDtypeError(EvokernelError, TypeError):
+    """A dtype evokernel cannot generate code for."""
+
+
+class TargetError(EvokernelError, ValueError):
+    """An unknown, malformed or unsupported target string."""
+
+
+class KernelCallError(EvokernelError, ValueError):
+    """A Kernel was called with the wrong number, shape or dtype of arrays."""
+
+
+class BudgetError(EvokernelError, ValueError):
+    """A tuning budget that cannot be understood (``"60s"``, ``"2m"``, ``100``)."""
+
+
+class BuildError(EvokernelError, RuntimeError):
+    """Compiling or linking generated code failed outside of the search
+    (during the search, failures are recorded, never raised)."""
+
+
+class KernelRuntimeError(EvokernelError, RuntimeError):
+    """Generated code reported an error while running (Halide's message)."""
+
+
+class TuningError(EvokernelError, RuntimeError):
+    """A tuning run ended without a single correct candidate."""
+
+
+class CacheError(EvokernelError, RuntimeError):
+    """The cache directory or a cached file cannot be trusted or used."""

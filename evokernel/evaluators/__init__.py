@@ -1,0 +1,12 @@
+"""Evaluators: build candidates, check them against the reference, time them."""
+
+from ._build import FUNCTION, Artifact, BuildFailure, build
+from ._evaluator import (Context, Evaluator, InlineEvaluator, LocalEvaluator, Settings, create_evaluator,
+                         default_threads)
+from ._result import Outcome, Result
+from ._runner import Protocol
+
+__all__ = [
+    "FUNCTION", "Artifact", "BuildFailure", "build", "Context", "Evaluator", "InlineEvaluator",
+    "LocalEvaluator", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol",
+]

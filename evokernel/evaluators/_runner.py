@@ -1,0 +1,186 @@
+"""Runner: check and time compiled kernels in a separate worker process.
+
+Generated code can crash, hang or run a thousand times slower than the best
+candidate. The runner therefore calls kernels in a child process it can kill: a
+timeout becomes ``run_timeout``, a signal ``run_crash``, and the next candidate gets
+a fresh worker. The worker keeps the task's inputs and reference output, so each
+candidate costs one small message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ._result import Outcome
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a kernel is timed: ``warmup`` calls, then batches of calls until
+    ``min_time`` seconds are measured (at least ``min_calls``, at most ``max_calls``).
+    A first call slower than the cut-off ends the measurement at one sample."""
+
+    warmup: int = 1
+    min_calls: int = 3
+    max_calls: int = 200
+    min_time: float = 0.05
+
+
+@dataclass(frozen=True)
+class Measurement:
+    outcome: Outcome
+    times: tuple[float, ...] = ()
+    max_error: float | None = None
+    message: str = ""
+
+
+@dataclass
+class Task:
+    """What every candidate of one tuning run is checked and timed against."""
+
+    runtime: str
+    threads: int
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    inputs: list[np.ndarray]
+    reference: np.ndarray
+    rtol: float
+    atol: float
+
+
+class Runner:
+    """Parent side: a worker process, restarted whenever it dies or is killed."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+
+    def measure(self, library: Path, function: str, protocol: Protocol, cutoff: float | None,
+                timeout: float) -> Measurement:
+        """Check and time one kernel library; never raises for the kernel's faults."""
+        conn = self._connection()
+        conn.send(("run", {"library": str(library), "function": function,
+                           "protocol": asdict(protocol), "cutoff": cutoff}))
+        try:
+            if not conn.poll(timeout):
+                self.close()
+                return Measurement(Outcome.RUN_TIMEOUT, message=f"no result after {timeout:.3g} s")
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            return Measurement(Outcome.RUN_CRASH, message=self._death())
+        return Measurement(Outcome(payload["outcome"]), tuple(payload["times"]),
+                           payload["max_error"], payload["message"])
+
+    def _connection(self) -> Connection:
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        return self._conn
+
+    def _start(self) -> None:
+        self.close()
+        parent, child = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "evokernel.evaluators._worker", str(child.fileno())],
+            pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
+        child.close()
+        self._conn = Connection(parent.detach())
+        self._conn.send(("task", self.task))
+        kind, payload = self._conn.recv()
+        if kind != "ready":
+            raise RuntimeError(f"runner worker failed to start: {payload}")
+
+    def _death(self) -> str:
+        proc = self._proc
+        self._proc = None
+        if proc is None:
+            return "worker lost"
+        rc = proc.wait()
+        if rc < 0:
+            return f"killed by signal {signal.Signals(-rc).name}"
+        return f"worker exited with status {rc}"
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# -- worker side ------------------------------------------------------------------------
+
+def check(output: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -> tuple[bool, float]:
+    """Whether ``output`` matches ``reference``: max |error| <= atol + rtol * max |ref|."""
+    if not np.all(np.isfinite(output) == np.isfinite(reference)):
+        return False, float("inf")
+    finite = np.isfinite(reference)
+    if not finite.any():
+        return bool(np.array_equal(output, reference)), 0.0
+    error = float(np.max(np.abs(output[finite].astype(np.float64) - reference[finite])))
+    scale = float(np.max(np.abs(reference[finite])))
+    return error <= atol + rtol * scale, error
+
+
+def run_one(kernel, task: Task, protocol: Protocol, cutoff: float | None) -> Measurement:
+    """Check ``kernel`` once on the task's inputs, then time it."""
+    from ..errors import KernelRuntimeError
+
+    output = np.full(task.shapes[-1], np.nan, dtype=task.dtypes[-1])
+    arrays = [*task.inputs, output]
+    try:
+        kernel(arrays)
+    except KernelRuntimeError as error:
+        return Measurement(Outcome.RUN_CRASH, message=str(error))
+    good, error = check(output, task.reference, task.rtol, task.atol)
+    if not good:
+        return Measurement(Outcome.WRONG_RESULT, max_error=error,
+                           message=f"max abs error {error:.3g} exceeds tolerance")
+    times = list(kernel.time(arrays, max(1, protocol.warmup)))
+    if cutoff is not None and times[-1] > cutoff:
+        return Measurement(Outcome.OK, (times[-1],), error, "stopped early: slower than the cut-off")
+    measured: list[float] = []
+    batch = max(protocol.min_calls, 1)
+    while True:
+        measured += list(kernel.time(arrays, batch))
+        if len(measured) >= protocol.max_calls or (
+                len(measured) >= protocol.min_calls and sum(measured) >= protocol.min_time):
+            break
+        batch = min(protocol.max_calls - len(measured), len(measured))
+    return Measurement(Outcome.OK, tuple(measured), error)
+
+
+def serve(conn: Connection) -> None:
+    """Worker loop: receive the task, then check and time kernels until EOF."""
+    from ..runtime._native import NativeKernel, load_runtime
+
+    kind, task = conn.recv()
+    runtime = load_runtime(Path(task.runtime), task.threads)
+    conn.send(("ready", None))
+    while True:
+        try:
+            kind, request = conn.recv()
+        except EOFError:
+            return
+        kernel = NativeKernel(Path(request["library"]), request["function"], runtime,
+                              task.shapes, task.dtypes)
+        result = run_one(kernel, task, Protocol(**request["protocol"]), request["cutoff"])
+        conn.send(("result", {**asdict(result), "outcome": result.outcome.value}))
+

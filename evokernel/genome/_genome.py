@@ -1,0 +1,101 @@
+"""Genomes: one schedule as plain, hashable, JSON-serialisable data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+INLINE, ROOT = -1, 0
+
+
+@dataclass(frozen=True)
+class StageGene:
+    """How one stage is scheduled.
+
+    location  -1 inline, 0 root, k >= 1 computed at the k-th loop (outermost first)
+              of its consumer.
+    tiles     per pure variable (outer, inner) split factors; 1 means no split.
+    order     permutation of variable indices, outermost first, for the tile loops.
+    vector    index of the variable whose innermost loop is vectorised (-1: none),
+    width     with this many lanes.
+    parallel  number of outermost loops fused and run in parallel.
+    unroll    per pure variable, the unroll factor of its innermost serial loop.
+    rsplit    per reduction variable, the factor of its inner split (1: none).
+    rdepth    pure loops (innermost first, after the vector loop) nested inside the
+              reduction loops; 0 keeps the reduction just outside the vector loop.
+    runroll   whether the inner reduction splits are unrolled.
+    """
+
+    location: int = ROOT
+    tiles: tuple[tuple[int, int], ...] = ()
+    order: tuple[int, ...] = ()
+    vector: int = -1
+    width: int = 1
+    parallel: int = 0
+    unroll: tuple[int, ...] = ()
+    rsplit: tuple[int, ...] = ()
+    rdepth: int = 0
+    runroll: int = 0
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StageGene":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown stage gene fields: {sorted(unknown)}")
+        values = dict(data)
+        if "tiles" in values:
+            values["tiles"] = tuple(tuple(int(v) for v in t) for t in values["tiles"])
+        for name in ("order", "unroll", "rsplit"):
+            if name in values:
+                values[name] = tuple(int(v) for v in values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Genome:
+    """A whole schedule: one ``StageGene`` per stage, in the space's stage order.
+
+    >>> g = Genome((StageGene(vector=0, width=8),))
+    >>> Genome.from_json(g.to_json()) == g
+    True
+    """
+
+    stages: tuple[StageGene, ...]
+
+    def to_dict(self) -> dict:
+        return {"stages": [s.to_dict() for s in self.stages]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Genome":
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            raise ValueError("a genome is a mapping with a list of 'stages'")
+        return cls(tuple(StageGene.from_dict(s) for s in data["stages"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Genome":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def key(self) -> str:
+        """Stable hash of the genome (the same on every machine and run)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
+
+    def replace_stage(self, index: int, gene: StageGene) -> "Genome":
+        return Genome(self.stages[:index] + (gene,) + self.stages[index + 1:])
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+__all__ = ["Genome", "StageGene", "INLINE", "ROOT"]

@@ -1,0 +1,219 @@
+"""From genome to loop nests, in plain Python (no Halide).
+
+``plan(space, genome)`` turns every gene into the list of scheduling directives
+Halide will receive, and the loop nest they produce. Every factor is clamped to what
+the loop can take here, so any gene values give a well-formed plan: the plan is the
+single place where a genome acquires meaning, for decoding, printing and repairing.
+
+Loop names keep Halide's idiom ``split(x, x, x_t, 64)``: the outer loop keeps the
+old name, the inner one gets a suffix (``_t`` tile, ``_i`` inner tile, ``_u``
+unrolled, ``_v`` vector lanes, ``_r`` inner reduction split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._genome import INLINE, ROOT, Genome, StageGene
+from ._space import ScheduleSpace, StageSpace
+
+
+@dataclass(frozen=True)
+class TailStrategy:
+    """Name of a Halide ``TailStrategy`` (kept as data so plans stay Halide-free)."""
+
+    name: str
+
+
+@dataclass
+class Loop:
+    name: str
+    extent: int
+    rvar: bool = False
+
+
+@dataclass
+class Definition:
+    """Directives for one definition (pure or update) and its final loop nest."""
+
+    directives: list[tuple] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)  # outermost first
+
+
+@dataclass
+class StagePlan:
+    location: int                  # INLINE, ROOT, or an index into the consumer's loops
+    at_loop: str | None = None     # the consumer loop named by ``location``
+    definitions: list[Definition] = field(default_factory=list)
+
+    @property
+    def loops(self) -> list[Loop]:
+        """The loops other stages may be computed at (those of the last definition)."""
+        return self.definitions[-1].loops if self.definitions else []
+
+
+def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
+    """Plan every stage, consumers before producers; returns plans in space order."""
+    plans: dict[int, StagePlan] = {}
+    for index in reversed(range(len(space.stages))):
+        stage, gene = space.stages[index], genome.stages[index]
+        plans[index] = _plan_stage(space, stage, gene, plans)
+    return [plans[i] for i in range(len(space.stages))]
+
+
+def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
+                plans: dict[int, StagePlan]) -> StagePlan:
+    if stage.is_output:
+        location, at_loop, extents = ROOT, None, stage.extents
+    elif gene.location == INLINE and stage.can_inline:
+        return StagePlan(INLINE)
+    elif gene.location <= ROOT:
+        location, at_loop, extents = ROOT, None, stage.extents
+    else:
+        consumer = plans[space.index(stage.consumer)]
+        if consumer.location == INLINE or not consumer.loops:
+            location, at_loop, extents = ROOT, None, stage.extents
+        else:
+            at = min(gene.location, len(consumer.loops)) - 1
+            location, at_loop = at + 1, consumer.loops[at].name
+            extents = _region(stage, consumer.loops[at + 1:])
+    parallel = gene.parallel if location == ROOT else 0
+    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, space.lanes)])
+    if stage.has_update:
+        result.definitions.append(_plan_definition(stage, gene, extents, True, parallel, space.lanes))
+    return result
+
+
+def _region(stage: StageSpace, inner_loops: list[Loop]) -> tuple[int, ...]:
+    """Estimated extents of a stage computed inside ``inner_loops`` of its consumer:
+    a variable named like a consumer variable spans the loops of that variable."""
+    out = []
+    for var, full in zip(stage.vars, stage.extents):
+        mine = [l.extent for l in inner_loops if not l.rvar and _base(l.name) == var]
+        extent = 1
+        for e in mine:
+            extent *= e
+        out.append(min(full, extent) if mine else full)
+    return tuple(out)
+
+
+def _base(loop_name: str) -> str:
+    for suffix in ("_t", "_i", "_u", "_v"):
+        if loop_name.endswith(suffix):
+            return _base(loop_name[: -len(suffix)])
+    return loop_name
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],
+                     update: bool, parallel: int, lanes: int) -> Definition:
+    d = Definition()
+    dims = stage.dims
+    tiles = _fit(gene.tiles, dims, (1, 1))
+    unroll = _fit(gene.unroll, dims, 1)
+    order = gene.order if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
+    vector = gene.vector if 0 <= gene.vector < dims and gene.width > 1 else -1
+
+    # The output's bounds are exact and factors never exceed them, so its pure splits
+    # may shift the last tile inwards; anything else is guarded, since rounding up
+    # would read inputs past their ends.
+    tail = "ShiftInwards" if stage.is_output and not update else "GuardWithIf"
+    outer, middle, inner, unrolled, lanes_loop = [], [], [], [], None
+    levels = {}
+    for i, (var, extent) in enumerate(zip(stage.vars, extents)):
+        chain = [Loop(var, extent)]
+        t1, t2 = tiles[i]
+        if 1 < t1 < extent:
+            _split(d, chain, t1, "_t", tail)
+        if 1 < t2 < chain[-1].extent:
+            _split(d, chain, t2, "_i", tail)
+        if i == vector:
+            width = min(gene.width, chain[-1].extent)
+            if width > 1:
+                if width < chain[-1].extent:
+                    _split(d, chain, width, "_v", tail)
+                lanes_loop = chain.pop()
+                d.directives.append(("vectorize", lanes_loop.name))
+        if unroll[i] > 1 and chain and chain[-1].extent > 1:
+            if unroll[i] < chain[-1].extent:
+                _split(d, chain, unroll[i], "_u", tail)
+            u = chain.pop()
+            d.directives.append(("unroll", u.name))
+            unrolled.append((i, u))
+        levels[i] = chain
+    for i in order:
+        chain = levels[i]
+        if chain:
+            outer.append(chain[0])
+        if len(chain) >= 3:
+            middle.append(chain[1])
+            inner.extend(chain[2:])
+        elif len(chain) == 2:
+            inner.append(chain[1])
+    for i in order:
+        inner.extend(u for j, u in unrolled if j == i)
+    pure = outer + middle + inner
+
+    reduction: list[Loop] = []
+    if update:
+        reduction = _plan_reduction(d, stage, gene)
+        depth = max(0, min(gene.rdepth, len(pure)))
+        loops = pure[: len(pure) - depth] + reduction + pure[len(pure) - depth:]
+    else:
+        loops = list(pure)
+    if lanes_loop is not None:
+        loops.append(lanes_loop)
+    if len(loops) > 1:
+        d.directives.append(("reorder", *[l.name for l in reversed(loops)]))
+    d.loops = loops
+    _plan_parallel(d, parallel)
+    return d
+
+
+def _plan_reduction(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:
+    splits = _fit(gene.rsplit, len(stage.rvars), 1)
+    outer, inner = [], []
+    for name, extent, factor in zip(stage.rvars, stage.rextents, splits):
+        chain = [Loop(name, extent, rvar=True)]
+        if 1 < factor < extent:
+            _split(d, chain, factor, "_r", "GuardWithIf")
+            inner.append(chain[1])
+            if gene.runroll:
+                d.directives.append(("unroll", chain[1].name))
+        outer.append(chain[0])
+    return list(reversed(outer)) + list(reversed(inner))
+
+
+def _plan_parallel(d: Definition, parallel: int) -> None:
+    vectorized = {x[1] for x in d.directives if x[0] == "vectorize"}
+    leading = 0
+    for loop in d.loops:
+        if loop.rvar or loop.name in vectorized:
+            break
+        leading += 1
+    count = min(parallel, leading)
+    if count <= 0:
+        return
+    fused = d.loops[0]
+    for nxt in d.loops[1:count]:
+        name = f"{fused.name}_{nxt.name}".replace("$", "_")
+        d.directives.append(("fuse", nxt.name, fused.name, name))
+        fused = Loop(name, fused.extent * nxt.extent)
+    d.directives.append(("parallel", fused.name))
+    d.loops = [fused] + d.loops[count:]
+
+
+def _split(d: Definition, chain: list[Loop], factor: int, suffix: str, tail: str) -> None:
+    old = chain[-1]
+    inner = Loop(old.name.replace("$", "_") + suffix, factor, old.rvar)
+    d.directives.append(("split", old.name, old.name, inner.name, factor, TailStrategy(tail)))
+    chain[-1] = Loop(old.name, _ceil_div(old.extent, factor), old.rvar)
+    chain.append(inner)
+
+
+def _fit(values: tuple, length: int, default) -> tuple:
+    values = tuple(values)[:length]
+    return values + (default,) * (length - len(values))

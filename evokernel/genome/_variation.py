@@ -1,0 +1,251 @@
+"""Variation of genomes, as free functions in DEAP's manner.
+
+``random_genome``, ``mutate`` and ``crossover`` take a ``random.Random`` so a search is
+reproducible from its seed; every result goes through ``repair``, which keeps each
+gene inside the ranges its stage allows. ``templates`` are the sensible schedules a
+population starts from: vectorised and parallel loops, and register-tiled reductions.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from ._genome import INLINE, ROOT, Genome, StageGene
+from ._space import ScheduleSpace, StageSpace
+
+MAX_UNROLLED_LANES = 512  # unroll factors x vector width, bounds code size
+
+
+def factors(extent: int, limit: int = 256) -> list[int]:
+    """Split factors worth trying for a loop of ``extent``: powers of two and
+    small divisors, all below ``extent`` (1 means no split)."""
+    out = {1}
+    p = 2
+    while p < extent and p <= limit:
+        out.add(p)
+        p *= 2
+    out.update(d for d in range(3, min(extent, limit + 1)) if extent % d == 0 and d <= 64)
+    return sorted(out)
+
+
+def _max_location(space: ScheduleSpace, stage: StageSpace) -> int:
+    if stage.consumer is None:
+        return 0
+    consumer = space.stage(stage.consumer)
+    return 4 * consumer.dims + 2 * len(consumer.rvars)
+
+
+def _widths(space: ScheduleSpace) -> list[int]:
+    return [w for w in (space.lanes // 2, space.lanes, 2 * space.lanes, 4 * space.lanes) if w > 1]
+
+
+# -- sampling -----------------------------------------------------------------------
+
+def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Random) -> StageGene:
+    """A random gene for ``stage`` (repaired)."""
+    locations = ([INLINE] * 2 if stage.can_inline else []) + [ROOT] * 2 + list(
+        range(1, _max_location(space, stage) + 1))
+    tiles = []
+    for extent in stage.extents:
+        if rng.random() < 0.4:
+            tiles.append((1, 1))
+        else:
+            t1 = rng.choice(factors(extent) + [extent])
+            tiles.append((t1, rng.choice([f for f in factors(extent) if f <= t1] or [1])))
+    order = list(reversed(range(stage.dims)))
+    if rng.random() < 0.4:
+        rng.shuffle(order)
+    vector = -1 if rng.random() < 0.1 else (0 if rng.random() < 0.8 else rng.randrange(stage.dims))
+    gene = StageGene(
+        location=0 if stage.is_output else rng.choice(locations),
+        tiles=tuple(tiles),
+        order=tuple(order),
+        vector=vector,
+        width=rng.choice(_widths(space)) if vector >= 0 else 1,
+        parallel=rng.choice([0, 1, 1, 2, 2, 3]),
+        unroll=tuple(rng.choice([1, 1, 1, 2, 4, 8]) for _ in stage.extents),
+        rsplit=tuple(rng.choice(factors(e, 64)) for e in stage.rextents),
+        rdepth=rng.randrange(0, 2 * stage.dims + 2),
+        runroll=int(rng.random() < 0.3),
+    )
+    return repair_stage(space, stage, gene)
+
+
+def random_genome(space: ScheduleSpace, rng: random.Random) -> Genome:
+    """A random genome for ``space``."""
+    return Genome(tuple(random_stage_gene(space, s, rng) for s in space.stages))
+
+
+# -- repair -------------------------------------------------------------------------
+
+def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> StageGene:
+    """Bring every field of ``gene`` inside the ranges ``stage`` allows."""
+    dims = stage.dims
+    location = gene.location
+    if stage.is_output:
+        location = ROOT
+    elif location == INLINE and not stage.can_inline:
+        location = ROOT
+    location = max(INLINE, min(location, _max_location(space, stage)))
+
+    tiles = []
+    for i, extent in enumerate(stage.extents):
+        t1, t2 = (tuple(gene.tiles[i]) + (1, 1))[:2] if i < len(gene.tiles) else (1, 1)
+        t1 = max(1, min(int(t1), extent))
+        t2 = max(1, min(int(t2), t1))
+        tiles.append((t1, t2))
+    order = tuple(gene.order) if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
+    vector = gene.vector if -1 <= gene.vector < dims else 0
+    width = _power_of_two_at_most(max(1, gene.width)) if vector >= 0 else 1
+    unroll = [max(1, min(int(u), 16)) for u in (tuple(gene.unroll) + (1,) * dims)[:dims]]
+    while width * _product(unroll) > MAX_UNROLLED_LANES:
+        unroll[unroll.index(max(unroll))] //= 2
+    rsplit = tuple(max(1, min(int(f), e)) for f, e in zip((tuple(gene.rsplit) + (1,) * len(stage.rextents)),
+                                                          stage.rextents))
+    runroll = int(bool(gene.runroll) and bool(rsplit) and max(rsplit) <= 16)
+    return StageGene(
+        location=location, tiles=tuple(tiles), order=order, vector=vector, width=width,
+        parallel=max(0, min(gene.parallel, dims)), unroll=tuple(unroll), rsplit=rsplit,
+        rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll)
+
+
+def repair(space: ScheduleSpace, genome: Genome) -> Genome:
+    """A genome of the right shape for ``space`` whose genes are all in range."""
+    genes = list(genome.stages[: len(space.stages)])
+    genes += [StageGene()] * (len(space.stages) - len(genes))
+    return Genome(tuple(repair_stage(space, s, g) for s, g in zip(space.stages, genes)))
+
+
+def _power_of_two_at_most(n: int) -> int:
+    p = 1
+    while p * 2 <= n:
+        p *= 2
+    return p
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+# -- mutation and crossover -----------------------------------------------------------
+
+def _nudge(value: int, choices: list[int], rng: random.Random) -> int:
+    """A neighbouring choice (half or double, roughly) or, sometimes, any choice."""
+    if rng.random() < 0.3 or value not in choices:
+        return rng.choice(choices)
+    i = choices.index(value) + rng.choice([-1, 1])
+    return choices[max(0, min(i, len(choices) - 1))]
+
+
+def mutate_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene, rng: random.Random) -> StageGene:
+    """Change one field of ``gene`` (a nudge or a fresh draw)."""
+    fresh = random_stage_gene(space, stage, rng)
+    fields = ["tiles", "order", "vector", "unroll", "parallel"]
+    if not stage.is_output:
+        fields += ["location"] * 2
+    if stage.has_update:
+        fields += ["rsplit", "rdepth", "runroll"]
+    field = rng.choice(fields)
+    if field == "tiles" and stage.dims:
+        i = rng.randrange(stage.dims)
+        t1, t2 = gene.tiles[i]
+        choices = factors(stage.extents[i]) + [stage.extents[i]]
+        t1, t2 = (_nudge(t1, choices, rng), t2) if rng.random() < 0.5 else (t1, _nudge(t2, choices, rng))
+        tiles = list(gene.tiles)
+        tiles[i] = (t1, t2)
+        gene = replace(gene, tiles=tuple(tiles))
+    elif field == "unroll" and stage.dims:
+        i = rng.randrange(stage.dims)
+        unroll = list(gene.unroll)
+        unroll[i] = _nudge(unroll[i], [1, 2, 4, 8, 16], rng)
+        gene = replace(gene, unroll=tuple(unroll))
+    elif field == "vector":
+        gene = replace(gene, vector=fresh.vector, width=fresh.width) if rng.random() < 0.5 else \
+            replace(gene, width=_nudge(gene.width, _widths(space), rng))
+    elif field == "order" and stage.dims > 1:
+        order = list(gene.order)
+        i, j = rng.sample(range(stage.dims), 2)
+        order[i], order[j] = order[j], order[i]
+        gene = replace(gene, order=tuple(order))
+    else:
+        gene = replace(gene, **{field: getattr(fresh, field)})
+    return repair_stage(space, stage, gene)
+
+
+def mutate(space: ScheduleSpace, genome: Genome, rng: random.Random, changes: int | None = None) -> Genome:
+    """A mutant of ``genome``: one to three stage fields changed."""
+    genes = list(genome.stages)
+    for _ in range(changes or rng.choice([1, 1, 2, 3])):
+        i = rng.randrange(len(genes))
+        genes[i] = mutate_stage(space, space.stages[i], genes[i], rng)
+    return Genome(tuple(genes))
+
+
+def crossover(space: ScheduleSpace, a: Genome, b: Genome, rng: random.Random) -> tuple[Genome, Genome]:
+    """Two children: stages swapped uniformly between the parents, and within one
+    stage, fields swapped uniformly (a stage's fields still fit its space)."""
+    ga, gb = list(a.stages), list(b.stages)
+    for i in range(len(ga)):
+        if rng.random() < 0.5:
+            ga[i], gb[i] = gb[i], ga[i]
+    i = rng.randrange(len(ga))
+    da, db = ga[i].to_dict(), gb[i].to_dict()
+    for name in da:
+        if rng.random() < 0.5:
+            da[name], db[name] = db[name], da[name]
+    ga[i], gb[i] = StageGene.from_dict(da), StageGene.from_dict(db)
+    return repair(space, Genome(tuple(ga))), repair(space, Genome(tuple(gb)))
+
+
+# -- templates ------------------------------------------------------------------------
+
+def _flat_gene(space: ScheduleSpace, stage: StageSpace) -> StageGene:
+    """Root (or inline), the innermost dimension vectorised, the outer ones parallel."""
+    location = INLINE if stage.can_inline else ROOT
+    return StageGene(location=location, tiles=((1, 1),) * stage.dims,
+                     order=tuple(reversed(range(stage.dims))), vector=0, width=space.lanes,
+                     parallel=min(2, stage.dims), unroll=(1,) * stage.dims,
+                     rsplit=(1,) * len(stage.rvars))
+
+
+def templates(space: ScheduleSpace) -> list[Genome]:
+    """Sensible starting schedules, derived from the space alone (no operator names):
+    a flat vectorised/parallel schedule, and for each reduction feeding the output,
+    register tiles of the output (vector lanes along dim 0 times 4 or 8 along another
+    dim) with the reduction computed per tile and its loops outermost."""
+    flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
+    found = [flat]
+    out_index = len(space.stages) - 1
+    output = space.stages[out_index]
+    for r_index, reduction in enumerate(space.stages):
+        if not reduction.has_update or reduction.consumer != output.name or output.has_update:
+            continue
+        for j in range(1, output.dims):
+            for tile in (4, 8):
+                for lanes_mult in (1, 2):
+                    found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
+    return [repair(space, g) for g in found]
+
+
+def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: int,
+                    lanes_mult: int) -> Genome:
+    output = space.stages[-1]
+    reduction = space.stages[r_index]
+    width = space.lanes * lanes_mult
+    out_tiles = [(1, 1)] * output.dims
+    out_tiles[0] = (width, width)
+    out_tiles[j] = (tile, tile)
+    out_gene = replace(flat.stages[-1], tiles=tuple(out_tiles), width=space.lanes)
+    unroll = [1] * reduction.dims
+    unroll[0] = lanes_mult
+    if j < reduction.dims:
+        unroll[j] = tile
+    at_tile_loop = output.dims - out_gene.parallel + 1  # the output's parallel loops are fused into one
+    r_gene = replace(_flat_gene(space, reduction), location=at_tile_loop, parallel=0,
+                     unroll=tuple(unroll), rdepth=4 * reduction.dims)
+    genome = flat.replace_stage(len(space.stages) - 1, out_gene)
+    return genome.replace_stage(r_index, r_gene)

@@ -1,0 +1,174 @@
+"""2-D convolution (NCHW), grouped and depthwise, with optional bias and activation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import halide as hl
+import numpy as np
+
+from ..errors import OperatorArgumentError
+from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_positive, halide_type, input_param
+from ._common import (check_choice, check_flag, const, conv_output_size, halide_extents, pair, padded_image,
+                      set_fields, windows)
+
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+@dataclass(frozen=True)
+class Conv2d(Operator):
+    """``out[n, co, y, x] = act(bias[co] + sum W[co, ci, ky, kx] * in[n, g*cpg + ci,
+    y*sy + ky*dy - py, x*sx + kx*dx - px])`` with zero padding, where ``cpg = c_in /
+    groups`` and ``g`` is the group of ``co``. Weights are ``[c_out, c_in/groups, kh, kw]``.
+
+    ``kernel``, ``stride``, ``padding`` and ``dilation`` are stored as (h, w) pairs.
+
+    Stages: ``Wp`` (optional copy of the weights with c_out innermost, consumed by
+    ``acc``), ``padded`` (zero-padded input; a plain copy when padding is 0),
+    ``acc`` (reduction with RDom ``r``: r.x over kw, r.y over kh, r.z over c_in/groups),
+    ``out`` (acc, or its relu/relu6).
+    """
+
+    family: ClassVar[str] = "conv2d"
+
+    n: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    bias: bool = False
+    activation: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_positive(n=self.n, c_in=self.c_in, h=self.h, w=self.w, c_out=self.c_out, groups=self.groups)
+        check_flag(bias=self.bias)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        set_fields(self, n=int(self.n), c_in=int(self.c_in), h=int(self.h), w=int(self.w), c_out=int(self.c_out),
+                   kernel=pair("kernel", self.kernel), stride=pair("stride", self.stride),
+                   padding=pair("padding", self.padding, minimum=0), dilation=pair("dilation", self.dilation),
+                   groups=int(self.groups), bias=bool(self.bias), dtype=check_dtype(self.dtype))
+        for name, channels in (("c_in", self.c_in), ("c_out", self.c_out)):
+            if channels % self.groups:
+                raise OperatorArgumentError(f"{name}={channels} is not divisible by groups={self.groups}")
+        span = [d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation)]
+        padded = [s + 2 * p for s, p in zip((self.h, self.w), self.padding)]
+        if span[0] > padded[0] or span[1] > padded[1]:
+            raise OperatorArgumentError(
+                f"the (dilated) kernel {span[0]}x{span[1]} is larger than the padded input {padded[0]}x{padded[1]}")
+
+    # -- shapes -----------------------------------------------------------------------
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output height and width."""
+        return tuple(conv_output_size(*args) for args in zip((self.h, self.w), self.kernel, self.stride,
+                                                                  self.padding, self.dilation))
+
+    @property
+    def channels_per_group(self) -> int:
+        return self.c_in // self.groups
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        specs = (TensorSpec("input", (self.n, self.c_in, self.h, self.w), self.dtype),
+                 TensorSpec("weight", (self.c_out, self.channels_per_group, *self.kernel), self.dtype))
+        return specs + ((TensorSpec("bias", (self.c_out,), self.dtype),) if self.bias else ())
+
+    @property
+    def output(self) -> TensorSpec:
+        return TensorSpec("out", (self.n, self.c_out, *self.out_hw), self.dtype)
+
+    @property
+    def reduction_length(self) -> int:
+        return self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias
+
+    @property
+    def flops(self) -> int:
+        """Two per multiply-add, one per bias add, one per relu and two per relu6."""
+        per_output = 2 * self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias
+        per_output += {None: 0, "relu": 1, "relu6": 2}[self.activation]
+        return int(np.prod(self.output.shape)) * per_output
+
+    # -- Halide -----------------------------------------------------------------------
+    def algorithm(self) -> Algorithm:
+        params = [input_param(spec) for spec in self.inputs]
+        image, weight = params[:2]
+        t = halide_type(self.dtype)
+        x, y, c, n = hl.Var("x"), hl.Var("y"), hl.Var("c"), hl.Var("n")
+        kx, ky, ci = hl.Var("kx"), hl.Var("ky"), hl.Var("ci")
+        (kh, kw), (sy, sx), (dy, dx) = self.kernel, self.stride, self.dilation
+        cpg, out_h, out_w = self.channels_per_group, *self.out_hw
+        r = hl.RDom([hl.Range(0, kw), hl.Range(0, kh), hl.Range(0, cpg)], "r")
+
+        padded = padded_image("padded", image, self.inputs[0].shape, self.padding[::-1], const(t, 0), [x, y, c, n])
+        wp = hl.Func("Wp")
+        wp[c, kx, ky, ci] = weight[kx, ky, ci, c]
+        group_base = 0 if self.groups == 1 else (c // (self.c_out // self.groups)) * cpg
+        acc = hl.Func("acc")
+        acc[x, y, c, n] = params[2][c] if self.bias else const(t, 0)
+        acc[x, y, c, n] += wp[c, r.x, r.y, r.z] * padded[x * sx + r.x * dx, y * sy + r.y * dy, group_base + r.z, n]
+        out = hl.Func("out")
+        out[x, y, c, n] = self._activate(acc[x, y, c, n], t)
+
+        needed = ((out_w - 1) * sx + (kw - 1) * dx + 1, (out_h - 1) * sy + (kh - 1) * dy + 1)
+        out_extents = halide_extents(self.output.shape)
+        stages = [
+            Stage(wp, (self.c_out, kw, kh, cpg), consumer="acc", optional=True),
+            Stage(padded, (*needed, self.c_in, self.n)),
+            Stage(acc, out_extents, rdom=r),
+            Stage(out, out_extents),
+        ]
+        return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
+
+    def _activate(self, value: hl.Expr, t: hl.Type) -> hl.Expr:
+        if self.activation == "relu":
+            return hl.max(value, const(t, 0))
+        if self.activation == "relu6":
+            return hl.clamp(value, const(t, 0), const(t, 6))
+        return value
+
+    # -- NumPy ------------------------------------------------------------------------
+    def reference(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        (ph, pw), g = self.padding, self.groups
+        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        win = windows(padded, self.kernel, self.stride, self.dilation)  # [n, c_in, oh, ow, kh, kw]
+        win = win.reshape(self.n, g, self.channels_per_group, *win.shape[2:])
+        wg = weight.astype(np.float64).reshape(g, self.c_out // g, *weight.shape[1:])
+        y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(self.output.shape)
+        if self.bias:
+            y += bias.astype(np.float64)[:, None, None]
+        if self.activation is not None:
+            y = np.clip(y, 0, 6 if self.activation == "relu6" else None)
+        return y.astype(self.dtype)
+
+
+def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, dilation=1, groups: int = 1,
+           bias: bool = False, activation: str | None = None, dtype: str = "float32") -> Conv2d:
+    """A 2-D convolution over an NCHW input; ``k``, ``stride``, ``pad`` and
+    ``dilation`` are an int or an (h, w) pair.
+
+    >>> op = conv2d(n=1, c_in=64, h=56, w=56, c_out=64, k=3, pad=1, activation="relu")
+    >>> op.output.shape, op.inputs[1].shape
+    ((1, 64, 56, 56), (64, 64, 3, 3))
+    >>> op == conv2d(1, 64, 56, 56, 64, k=(3, 3), pad=(1, 1), activation="relu")
+    True
+    """
+    return Conv2d(n, c_in, h, w, c_out, k, stride, pad, dilation, groups, bias, activation, dtype)
+
+
+def depthwise_conv2d(n: int, c: int, h: int, w: int, k, stride=1, pad=0, dilation=1, bias: bool = False,
+                     activation: str | None = None, dtype: str = "float32") -> Conv2d:
+    """A depthwise convolution: one filter per channel (groups = c_in = c_out = c).
+
+    >>> op = depthwise_conv2d(1, 32, 112, 112, k=3, stride=2, pad=1)
+    >>> op.groups, op.inputs[1].shape, op.output.shape
+    (32, (32, 1, 3, 3), (1, 32, 56, 56))
+    """
+    check_positive(c=c)
+    return Conv2d(n, c, h, w, c, k, stride, pad, dilation, c, bias, activation, dtype)

@@ -1,0 +1,120 @@
+"""The evolutionary loop, on DEAP: (mu + lambda) with tournament selection.
+
+Individuals are DEAP ``creator`` objects that live only in this process; whatever
+crosses to another process (an evaluator, a database) is the plain ``Genome``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Callable, Sequence
+
+from deap import base, creator, tools
+
+from ..evaluators import Result
+from ..genome import Genome, ScheduleSpace, crossover, mutate, random_genome, templates
+from ._budget import BudgetClock
+
+if not hasattr(creator, "EvokernelFitness"):
+    creator.create("EvokernelFitness", base.Fitness, weights=(-1.0,))  # minimise time
+    creator.create("EvokernelIndividual", object, fitness=creator.EvokernelFitness)
+
+EvaluateBatch = Callable[[Sequence[Genome], "float | None"], list[Result]]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Population size ``mu``, offspring per generation ``lambda_``, tournament size,
+    probability that an offspring comes from crossover (else from mutation alone),
+    and the share of fresh random immigrants per generation."""
+
+    mu: int = 16
+    lambda_: int = 16
+    tournament: int = 3
+    crossover_rate: float = 0.5
+    immigrants: float = 0.1
+    max_retries: int = 30
+
+
+def individual(genome: Genome, result: Result):
+    ind = creator.EvokernelIndividual()
+    ind.genome = genome
+    ind.fitness.values = (result.time if result.ok else float("inf"),)
+    return ind
+
+
+def select_tournament(individuals: list, k: int, tournsize: int, rng: random.Random) -> list:
+    """DEAP's ``selTournament``, drawing from ``rng`` so that a seed reproduces it."""
+    return [max(rng.sample(individuals, min(tournsize, len(individuals))), key=attrgetter("fitness"))
+            for _ in range(k)]
+
+
+def toolbox(space: ScheduleSpace, rng: random.Random, settings: SearchSettings) -> base.Toolbox:
+    tb = base.Toolbox()
+    tb.register("mate", crossover, space, rng=rng)
+    tb.register("mutate", mutate, space, rng=rng)
+    tb.register("select", select_tournament, tournsize=settings.tournament, rng=rng)
+    tb.register("immigrant", random_genome, space, rng)
+    return tb
+
+
+def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rng: random.Random,
+           settings: SearchSettings = SearchSettings(), seeds: Sequence[Genome] = ()) -> list[tuple[Genome, Result]]:
+    """Run the search until the budget is spent; return every (genome, result)
+    evaluated, in order. ``seeds`` go first, then the space's templates, then
+    random genomes, until the first population is full."""
+    tb = toolbox(space, rng, settings)
+    seen: set[str] = set()
+    history: list[tuple[Genome, Result]] = []
+
+    def run(genomes: list[Genome]) -> list:
+        limit = clock.remaining_evaluations()
+        genomes = genomes if limit is None else genomes[:limit]
+        if not genomes:
+            return []
+        results = evaluate(genomes, clock.deadline)
+        clock.evaluations += len(results)
+        history.extend(zip(genomes, results))
+        return [individual(g, r) for g, r in zip(genomes, results)]
+
+    def fresh(make: Callable[[], "Genome | tuple[Genome, Genome]"]) -> Genome:
+        for _ in range(settings.max_retries):
+            made = make()
+            for genome in made if isinstance(made, tuple) else (made,):
+                if genome.key not in seen:
+                    seen.add(genome.key)
+                    return genome
+        genome = tb.immigrant()
+        seen.add(genome.key)
+        return genome
+
+    first: list[Genome] = []
+    for genome in [*seeds, *templates(space)]:
+        if genome.key not in seen and len(first) < settings.mu:
+            seen.add(genome.key)
+            first.append(genome)
+    while len(first) < settings.mu:
+        first.append(fresh(tb.immigrant))
+    population = run(first)
+
+    while population and not clock.spent():
+        offspring = [fresh(lambda: _offspring(tb, population, rng, settings)) for _ in range(settings.lambda_)]
+        born = run(offspring)
+        if not born:
+            break
+        population = tools.selBest(population + born, settings.mu)
+    return history
+
+
+def _offspring(tb: base.Toolbox, population: list, rng: random.Random, settings: SearchSettings):
+    roll = rng.random()
+    if roll < settings.immigrants:
+        return tb.immigrant()
+    if roll < settings.immigrants + settings.crossover_rate and len(population) > 1:
+        a, b = tb.select(population, 2)
+        child, _ = tb.mate(a.genome, b.genome)
+        return tb.mutate(child) if rng.random() < 0.5 else child
+    (parent,) = tb.select(population, 1)
+    return tb.mutate(parent.genome)

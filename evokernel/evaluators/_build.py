@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ def build(operator: Operator, space: ScheduleSpace, genome: Genome | None, targe
     algorithm = operator.algorithm()
     try:
         schedule = apply(genome, algorithm, space) if genome is not None else "# unscheduled"
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
             path = Path(tmp, "kernel.o")
             algorithm.pipeline().compile_to(
                 {hl.OutputFileType.object: str(path)}, algorithm.inputs, FUNCTION,
@@ -47,3 +50,18 @@ def build(operator: Operator, space: ScheduleSpace, genome: Genome | None, targe
     except (hl.HalideError, RuntimeError, ValueError, TypeError) as error:
         raise BuildFailure(str(error).strip() or type(error).__name__) from error
     return Artifact(data, target.string, schedule, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Halide prints schedule warnings ("Unrolling a for loop of extent 1") straight
+    to file descriptor 2; a search compiles thousands of candidates, so mute them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -48,8 +48,12 @@ class StagePlan:
 
     @property
     def loops(self) -> list[Loop]:
-        """The loops other stages may be computed at (those of the last definition)."""
-        return self.definitions[-1].loops if self.definitions else []
+        """The loops other stages may be computed at: those of the last definition,
+        less its vector lanes (Halide code computed inside a vectorised loop crashes)."""
+        if not self.definitions:
+            return []
+        last = self.definitions[-1]
+        return [l for l in last.loops if ("vectorize", l.name) not in last.directives]
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:

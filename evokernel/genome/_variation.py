@@ -56,7 +56,7 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
     order = list(reversed(range(stage.dims)))
     if rng.random() < 0.4:
         rng.shuffle(order)
-    vector = -1 if rng.random() < 0.1 else (0 if rng.random() < 0.8 else rng.randrange(stage.dims))
+    vector = -1 if rng.random() < 0.1 else (0 if rng.random() < 0.8 else rng.randrange(max(1, stage.dims)))
     gene = StageGene(
         location=0 if stage.is_output else rng.choice(locations),
         tiles=tuple(tiles),
@@ -96,7 +96,7 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
         t2 = max(1, min(int(t2), t1))
         tiles.append((t1, t2))
     order = tuple(gene.order) if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
-    vector = gene.vector if -1 <= gene.vector < dims else 0
+    vector = gene.vector if -1 <= gene.vector < dims else (0 if dims else -1)  # a 0-d stage has no loop
     width = _power_of_two_at_most(max(1, gene.width)) if vector >= 0 else 1
     unroll = [max(1, min(int(u), 16)) for u in (tuple(gene.unroll) + (1,) * dims)[:dims]]
     while width * _product(unroll) > MAX_UNROLLED_LANES:

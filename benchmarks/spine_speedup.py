@@ -1,0 +1,77 @@
+"""Tuned versus unscheduled, side by side: gemm 512^3 and conv2d 1x64x56x56->64 3x3.
+
+    python benchmarks/spine_speedup.py [--budget 60s]
+
+For each operator: tune within the budget, then time the tuned kernel and the
+unscheduled pipeline alternately in this process (medians of several rounds) and
+print both with their ratio. Also writes benchmarks/results/spine_speedup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import evokernel as ek
+from evokernel.evaluators import FUNCTION, build, default_threads
+from evokernel.genome import ScheduleSpace
+from evokernel.runtime import _native, _paths
+
+OPERATORS = {
+    "gemm 512^3": lambda: ek.operators.matmul(512, 512, 512),
+    "conv2d 1x64x56x56->64 3x3 pad 1": lambda: ek.operators.conv2d(1, 64, 56, 56, 64, 3, pad=1),
+}
+
+
+def unscheduled(op, target: ek.Target, threads: int) -> _native.NativeKernel:
+    space = ScheduleSpace.from_algorithm(op.algorithm(), target.natural_vector_size(op.dtype), threads)
+    native_dir = _paths.subdir(_paths.cache_dir(), "native")
+    runtime = _native.runtime_library(target.string, native_dir)
+    library = _native.link_kernel(build(op, space, None, target).object_bytes, runtime, native_dir)
+    specs = (*op.inputs, op.output)
+    return _native.NativeKernel(library, FUNCTION, _native.load_runtime(runtime, threads),
+                                [s.shape for s in specs], [s.dtype for s in specs])
+
+
+def side_by_side(op, kernel: ek.Kernel, baseline: _native.NativeKernel, rounds: int = 5) -> tuple[float, float]:
+    arrays = op.random_inputs(np.random.default_rng(0))
+    out = np.empty(op.output.shape, op.output.dtype)
+    tuned, base = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(20):
+            kernel(*arrays, out=out)
+        tuned.append((time.perf_counter() - start) / 20)
+        base.append(float(np.median(baseline.time([*arrays, out], 1))))
+    return float(np.median(tuned)), float(np.median(base))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="60s")
+    args = parser.parse_args()
+    target, threads = ek.Target.parse("host"), default_threads()
+    rows = []
+    print(f"| operator | unscheduled ms | tuned ms ({args.budget}) | speedup |")
+    print("|---|---:|---:|---:|")
+    for name, make in OPERATORS.items():
+        op = make()
+        kernel = ek.tune(op, target, budget=args.budget, seed=0)
+        tuned, base = side_by_side(op, kernel, unscheduled(op, target, threads))
+        rows.append({"operator": name, "key": op.key, "unscheduled_ms": base * 1e3, "tuned_ms": tuned * 1e3,
+                     "speedup": base / tuned, "evaluations": len(kernel.history)})
+        print(f"| {name} | {base * 1e3:.2f} | {tuned * 1e3:.3f} | {base / tuned:.1f}x |", flush=True)
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "spine_speedup.json").write_text(json.dumps({
+        "machine": platform.processor() or platform.machine(), "threads": threads, "budget": args.budget,
+        "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,11 +9,13 @@ True
 """
 
 from . import errors, operators
-from .errors import (BudgetError, EvokernelError, KernelCallError, OperatorArgumentError, TargetError,
-                     TuningError, UnsupportedDtypeError)
+from .errors import (BudgetError, CacheError, EvokernelError, KernelCallError, NotTunedError,
+                     OperatorArgumentError, TargetError, TuningError, UnsupportedDtypeError)
 from .evaluators import Outcome, Result
 from .genome import Genome
 from .runtime import Kernel
+from .runtime._records import records
+from .runtime._store import load, load_kernel
 from .search import Budget, SearchSettings
 from .target import Target
 from .tuner import tune
@@ -21,7 +23,7 @@ from .tuner import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "tune", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "errors",
+    "tune", "load", "load_kernel", "records", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "errors",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
-    "BudgetError", "TuningError", "__version__",
+    "BudgetError", "TuningError", "CacheError", "NotTunedError", "__version__",
 ]

@@ -43,3 +43,7 @@ class TuningError(EvokernelError, RuntimeError):
 
 class CacheError(EvokernelError, RuntimeError):
     """The cache directory or a cached file cannot be trusted or used."""
+
+
+class NotTunedError(EvokernelError, LookupError):
+    """``ek.load`` found no cached kernel for this operator, target and machine."""

@@ -1,20 +1,27 @@
-"""``tune()``: evolve a schedule for one operator and return the winning Kernel."""
+"""``tune()``: evolve a schedule for one operator and return the winning Kernel.
+
+The records come first: an operator already tuned here (same target, machine and
+Halide version) with at least this budget returns its cached kernel at once; an
+interrupted or shorter earlier run is resumed, its evaluations reused, never redone.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-import time
+import uuid
 from collections import Counter
+from typing import Sequence
 
 from .errors import TargetError, TuningError
-from .evaluators import FUNCTION, Context, Evaluator, Protocol, Settings, create_evaluator, default_threads
-from .genome import Genome, ScheduleSpace
+from .evaluators import Context, Evaluator, Protocol, Result, Settings, build, create_evaluator, default_threads
+from .genome import Genome, ScheduleSpace, schedule_code
 from .operators import Operator
-from .runtime import _paths
+from .runtime import _paths, _store
 from .runtime._kernel import Kernel, TuningStats
-from .search import Budget, SearchSettings, evolve
+from .runtime._records import Records
+from .search import Budget, BudgetClock, SearchSettings, evolve
 from .target import Target
 
 log = logging.getLogger("evokernel")
@@ -25,13 +32,15 @@ _BASELINE = Protocol(warmup=0, min_calls=1, max_calls=1, min_time=0.0)
 
 
 def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed: int | None = None, *,
-         evaluator: "str | Evaluator" = "local", search: SearchSettings | None = None,
+         retune: bool = False, evaluator: "str | Evaluator" = "local", search: SearchSettings | None = None,
          settings: Settings | None = None, threads: int | None = None, cache_dir=None) -> Kernel:
     """Evolve a fast schedule for ``operator`` on ``target`` within ``budget``.
 
     ``budget`` is a duration (``"60s"``, ``"2m"``), a number of evaluations (``100``)
-    or a ``Budget``; ``seed`` makes the search reproducible. ``evaluator`` is
-    ``"local"`` (default: kernels run in a killable worker process) or ``"inline"``.
+    or a ``Budget``; ``seed`` makes the search reproducible. A kernel already tuned
+    here with at least this budget is returned from the cache unless ``retune``.
+    ``evaluator`` is ``"local"`` (default: kernels run in a killable worker process)
+    or ``"inline"``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``.
 
     >>> import numpy as np, evokernel as ek
     >>> op = ek.operators.matmul(m=64, n=64, k=64)
@@ -46,43 +55,77 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     if not target.runs_here():
         raise TargetError(f"target {target.string!r} cannot run on this machine "
                           f"({Target.parse('host').string}); tune for 'host' or a subset of its features")
-    clock = Budget.parse(budget).clock()
-    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    budget = Budget.parse(budget)
+    root = _paths.cache_dir(cache_dir)
     threads = threads or default_threads()
+    if not retune:
+        entry = _store.cached_entry(root, operator, target)
+        if entry is not None and not budget.exceeds(Budget(**entry.meta["budget"])):
+            log.info("%s: cached kernel (tuned with budget %s)", operator.key, entry.meta["stats"]["budget"])
+            return _store.from_entry(root, operator, entry, threads)
+    clock = budget.clock()
+    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads)
-    context = Context(operator, target, space, threads, _paths.cache_dir(cache_dir), seed, settings or Settings())
+    context = Context(operator, target, space, threads, root, seed, settings or Settings())
+    records = Records(root / "records.sqlite3")
     ev = create_evaluator(evaluator)
     ev.prepare(context)
     try:
         baseline = ev.evaluate_one(None, _BASELINE)
-        log.info("%s: unscheduled %s", operator.key, f"{baseline.time * 1e3:.3g} ms" if baseline.ok else baseline.outcome)
-        history = evolve(space, lambda genomes, deadline: ev.evaluate(genomes, deadline), clock,
-                         random.Random(seed), search or SearchSettings())
+        history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings())
         winner, result = _choose(ev, history)
     finally:
         ev.close()
+        records.close()
     stats = TuningStats(
         time=result.time, spread=result.spread or 0.0, baseline=baseline.time if baseline.ok else None,
         history=tuple(_best_so_far(history)), outcomes=dict(Counter(r.outcome.value for _, r in history)),
-        elapsed=clock.elapsed(), budget=_budget_text(clock.budget), seed=seed)
-    from .genome import schedule_code
+        elapsed=clock.elapsed(), budget=_budget_text(budget), seed=seed)
+    schedule = schedule_code(winner, operator.algorithm(), space)
+    meta = _store.kernel_meta(operator, target, winner, schedule, stats, budget)
+    return _store.store(root, meta, build(operator, space, winner, target).object_bytes, operator, threads)
 
-    return Kernel(operator, target, winner, schedule_code(winner, operator.algorithm(), space),
-                  ev.libraries[winner.key], context.runtime, threads, stats, FUNCTION)
+
+def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,
+            clock: BudgetClock, seed: int, search: SearchSettings) -> list[tuple[Genome, Result]]:
+    """Run the evolution, reusing trusted records and recording every new result."""
+    known: dict[str, tuple[Genome, Result]] = {
+        r.genome.key: (r.genome, r.result) for r in records.find(operator.key, target.string, trusted_only=True)}
+    run_id = uuid.uuid4().hex
+    if known:
+        log.info("%s: resuming from %d recorded evaluations", operator.key, len(known))
+
+    def record(genome: Genome, result: Result) -> None:
+        records.add(operator.key, target.string, genome, result, run_id)
+        known[genome.key] = (genome, result)
+
+    def evaluate(genomes: Sequence[Genome], deadline: float | None) -> list[Result]:
+        new = [g for g in genomes if g.key not in known]
+        ev.evaluate(new, deadline, on_result=record)
+        out = []
+        for genome in genomes:  # a prefix: stops where the deadline cut the new ones short
+            if genome.key not in known:
+                break
+            out.append(known[genome.key][1])
+        return out
+
+    best_known = sorted((gr for gr in known.values() if gr[1].ok), key=lambda gr: gr[1].time)
+    seeds = [g for g, _ in best_known[: search.mu]]
+    return evolve(space, evaluate, clock, random.Random(seed), search, seeds=seeds)
 
 
-def _choose(ev: Evaluator, history: list) -> tuple[Genome, object]:
+def _choose(ev: Evaluator, history: list) -> tuple[Genome, Result]:
     ok = sorted(((g, r) for g, r in history if r.ok), key=lambda gr: gr[1].time)
     if not ok:
         kinds = Counter(r.outcome.value for _, r in history)
         example = next((r.message for _, r in history if r.message), "")
         raise TuningError(f"no correct candidate among {len(history)} evaluations ({dict(kinds)}); e.g. {example}")
-    finalists = {g.key: g for g, _ in ok[:FINALISTS]}
-    retimed = {k: r for k, r in ev.retime(list(finalists)).items() if r.ok}
+    finalists = [g for g, _ in ok[:FINALISTS]]
+    retimed = {k: r for k, r in ev.retime(finalists).items() if r.ok}
     if not retimed:
         return ok[0]
-    key = min(retimed, key=lambda k: retimed[k].time)
-    return finalists[key], retimed[key]
+    best = min(finalists, key=lambda g: retimed[g.key].time if g.key in retimed else float("inf"))
+    return best, retimed[best.key]
 
 
 def _best_so_far(history: list) -> list[float]:

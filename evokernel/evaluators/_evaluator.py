@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -86,14 +86,18 @@ class Evaluator(abc.ABC):
                 protocol: Protocol | None = None) -> Measurement:
         """Check and time one linked kernel library."""
 
-    def evaluate(self, genomes: Iterable[Genome | None], deadline: float | None = None) -> list[Result]:
-        """Evaluate genomes in order (``None`` is the unscheduled pipeline), stopping
-        early once ``deadline`` (a ``time.monotonic()`` value) has passed."""
+    def evaluate(self, genomes: Iterable[Genome], deadline: float | None = None,
+                 on_result: Callable[[Genome, Result], None] | None = None) -> list[Result]:
+        """Evaluate genomes in order, stopping early once ``deadline`` (a
+        ``time.monotonic()`` value) has passed; ``on_result`` sees each result as
+        soon as it exists (the records write it there)."""
         results = []
         for genome in genomes:
             if deadline is not None and results and time.monotonic() > deadline:
                 break
             results.append(self.evaluate_one(genome))
+            if on_result is not None:
+                on_result(genome, results[-1])
         return results
 
     def evaluate_one(self, genome: Genome | None, protocol: Protocol | None = None) -> Result:
@@ -117,18 +121,32 @@ class Evaluator(abc.ABC):
             self.best = result.time
         return result
 
-    def retime(self, keys: list[str], rounds: int = 3) -> dict[str, Result]:
-        """Time already-built candidates again, side by side (interleaved rounds),
-        so that a lucky sample does not pick the winner; returns the combined
-        result per key (median over every round's samples)."""
-        samples: dict[str, list[float]] = {k: [] for k in keys}
+    def library(self, genome: Genome) -> Path:
+        """The linked library of ``genome``, built now if this evaluator has not
+        built it (a candidate known from the records); raises ``BuildFailure``."""
+        if genome.key not in self.libraries:
+            self.libraries[genome.key] = self.context.link(
+                build(self.context.operator, self.context.space, genome, self.context.target))
+        return self.libraries[genome.key]
+
+    def retime(self, genomes: list[Genome], rounds: int = 3) -> dict[str, Result]:
+        """Time candidates again, side by side (interleaved rounds), so that a lucky
+        sample does not pick the winner; returns the combined result per genome key
+        (median over every round's samples)."""
+        samples: dict[str, list[float]] = {g.key: [] for g in genomes}
         failed: dict[str, Result] = {}
         timeout = max(self.context.settings.min_run_timeout, 200 * (self.best or 1.0))
         for _ in range(rounds):
-            for key in keys:
+            for genome in genomes:
+                key = genome.key
                 if key in failed:
                     continue
-                m = self.measure(self.libraries[key], None, timeout)
+                try:
+                    library = self.library(genome)
+                except (BuildFailure, EvokernelError) as error:
+                    failed[key] = Result(key, Outcome.COMPILE_ERROR, message=str(error))
+                    continue
+                m = self.measure(library, None, timeout)
                 if m.outcome is Outcome.OK:
                     samples[key] += m.times
                 else:

@@ -25,7 +25,7 @@ def apply(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
     stages = {s.name: s for s in algorithm.stages}
     for stage_space, stage_plan in reversed(list(zip(space.stages, plan(space, genome)))):
         func = stages[stage_space.name].func
-        rec = recorder.func(stage_space.name, func, stages[stage_space.name].rdom)
+        rec = _Handle(recorder, stage_space.name, func)
         if stage_plan.location == INLINE:
             rec.call("compute_inline")
             continue
@@ -34,7 +34,7 @@ def apply(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
                 rec.call("compute_root")
         else:
             consumer = stages[stage_space.consumer].func
-            rec.call("compute_at", recorder.func_ref(stage_space.consumer, consumer), stage_plan.at_loop)
+            rec.call("compute_at", _FuncRef(stage_space.consumer, consumer), stage_plan.at_loop)
         for index, definition in enumerate(stage_plan.definitions):
             target = rec if index == 0 else rec.update(index - 1)
             for directive in definition.directives:
@@ -60,12 +60,6 @@ class _Recorder:
             if stage.rdom is not None:
                 for i in range(stage.rdom.dimensions()):
                     self.rvars[stage.rdom[i].name()] = stage.rdom[i]
-
-    def func(self, name: str, func: hl.Func, rdom) -> "_Handle":
-        return _Handle(self, name, func)
-
-    def func_ref(self, name: str, func: hl.Func):
-        return _FuncRef(name, func)
 
     def loop(self, name: str, rvar: bool):
         """The Var or RVar called ``name`` (created and declared on first use)."""
@@ -97,7 +91,7 @@ def _code_name(name: str) -> str:
 class _Handle:
     """A Func or one of its update stages: makes calls and records them."""
 
-    def __init__(self, recorder: _Recorder, code: str, target, update_of: hl.Func | None = None):
+    def __init__(self, recorder: _Recorder, code: str, target):
         self.recorder, self.code, self.target = recorder, code, target
 
     def update(self, index: int) -> "_Handle":

@@ -43,16 +43,20 @@ class StageGene:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageGene":
+        """Parse a stage gene; anything but ints in the expected layout is a ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a stage gene is a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown stage gene fields: {sorted(unknown)}")
-        values = dict(data)
-        if "tiles" in values:
-            values["tiles"] = tuple(tuple(int(v) for v in t) for t in values["tiles"])
+        lists = ("tiles", "order", "unroll", "rsplit")
+        values = {name: _integer(name, v) for name, v in data.items() if name not in lists}
+        if "tiles" in data:
+            values["tiles"] = tuple(_integers("tiles", t, 2) for t in _sequence("tiles", data["tiles"]))
         for name in ("order", "unroll", "rsplit"):
-            if name in values:
-                values[name] = tuple(int(v) for v in values[name])
+            if name in data:
+                values[name] = _integers(name, data[name])
         return cls(**values)
 
 
@@ -90,6 +94,25 @@ class Genome:
 
     def replace_stage(self, index: int, gene: StageGene) -> "Genome":
         return Genome(self.stages[:index] + (gene,) + self.stages[index + 1:])
+
+
+def _integer(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"stage gene field {name!r} needs integers, got {value!r}")
+    return value
+
+
+def _sequence(name: str, value) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"stage gene field {name!r} must be a list, got {value!r}")
+    return list(value)
+
+
+def _integers(name: str, value, length: int | None = None) -> tuple[int, ...]:
+    items = _sequence(name, value)
+    if length is not None and len(items) != length:
+        raise ValueError(f"stage gene field {name!r} needs lists of {length} integers, got {value!r}")
+    return tuple(_integer(name, v) for v in items)
 
 
 def _plain(value):

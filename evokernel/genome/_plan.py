@@ -82,9 +82,9 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
             location, at_loop = at + 1, consumer.loops[at].name
             extents = _region(stage, consumer.loops[at + 1:])
     parallel = gene.parallel if location == ROOT else 0
-    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, space.lanes)])
+    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel)])
     if stage.has_update:
-        result.definitions.append(_plan_definition(stage, gene, extents, True, parallel, space.lanes))
+        result.definitions.append(_plan_definition(stage, gene, extents, True, parallel))
     return result
 
 
@@ -113,7 +113,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],
-                     update: bool, parallel: int, lanes: int) -> Definition:
+                     update: bool, parallel: int) -> Definition:
     d = Definition()
     dims = stage.dims
     tiles = _fit(gene.tiles, dims, (1, 1))

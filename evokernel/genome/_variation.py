@@ -82,12 +82,11 @@ def random_genome(space: ScheduleSpace, rng: random.Random) -> Genome:
 def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> StageGene:
     """Bring every field of ``gene`` inside the ranges ``stage`` allows."""
     dims = stage.dims
-    location = gene.location
+    location = max(INLINE, min(gene.location, _max_location(space, stage)))
     if stage.is_output:
         location = ROOT
     elif location == INLINE and not stage.can_inline:
         location = ROOT
-    location = max(INLINE, min(location, _max_location(space, stage)))
 
     tiles = []
     for i, extent in enumerate(stage.extents):
@@ -97,9 +96,9 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
         tiles.append((t1, t2))
     order = tuple(gene.order) if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
     vector = gene.vector if -1 <= gene.vector < dims else (0 if dims else -1)  # a 0-d stage has no loop
-    width = _power_of_two_at_most(max(1, gene.width)) if vector >= 0 else 1
+    width = _power_of_two_at_most(min(max(1, gene.width), max(_widths(space), default=1))) if vector >= 0 else 1
     unroll = [max(1, min(int(u), 16)) for u in (tuple(gene.unroll) + (1,) * dims)[:dims]]
-    while width * _product(unroll) > MAX_UNROLLED_LANES:
+    while width * _product(unroll) > MAX_UNROLLED_LANES and max(unroll) > 1:
         unroll[unroll.index(max(unroll))] //= 2
     rsplit = tuple(max(1, min(int(f), e)) for f, e in zip((tuple(gene.rsplit) + (1,) * len(stage.rextents)),
                                                           stage.rextents))

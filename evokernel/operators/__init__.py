@@ -13,7 +13,28 @@ from ._matmul import FullyConnected, MatMul, fc, matmul
 from ._pool import Pool2d, avg_pool2d, max_pool2d
 from ._softmax import Softmax, softmax
 
+_FAMILIES = {cls.family: cls for cls in (MatMul, FullyConnected, Conv2d, Pool2d, Relu, Relu6, Add, Softmax)}
+
+
+def from_dict(data: dict) -> Operator:
+    """Rebuild a built-in operator from ``Operator.to_dict()`` data.
+
+    >>> from_dict(matmul(4, 5, 6).to_dict()) == matmul(4, 5, 6)
+    True
+    """
+    family = data.get("family") if isinstance(data, dict) else None
+    if family not in _FAMILIES:
+        raise ValueError(f"cannot rebuild operator family {family!r} (custom operators carry code, not data)")
+    args = {k: tuple(_tuples(v)) if isinstance(v, list) else v for k, v in data.get("args", {}).items()}
+    return _FAMILIES[family](**args)
+
+
+def _tuples(values: list):
+    return (tuple(_tuples(v)) if isinstance(v, list) else v for v in values)
+
+
 __all__ = [
+    "from_dict",
     # factories
     "matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d",
     "relu", "relu6", "add", "softmax", "custom",

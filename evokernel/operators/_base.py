@@ -202,8 +202,19 @@ class Operator(abc.ABC):
         """Inputs drawn uniformly from [-1, 1], one per input spec."""
         return [rng.uniform(-1.0, 1.0, s.shape).astype(s.dtype) for s in self.inputs]
 
+    def to_dict(self) -> dict:
+        """The operator's family and arguments as JSON-ready data (see ``from_dict``)."""
+        args = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.compare}
+        return {"family": self.family, "args": args}
+
     def __str__(self) -> str:
         return self.key
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _key_value(value) -> str:

@@ -1,7 +1,8 @@
-"""``Kernel``: a tuned operator you call on NumPy arrays."""
+"""``Kernel``: a tuned operator you call on NumPy arrays, save, and load again."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +11,36 @@ import numpy as np
 
 from ..errors import KernelCallError
 from ..genome import Genome
-from ..operators import Operator
+from ..operators import Operator, TensorSpec
 from ..target import Target
 from . import _native
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What calling a kernel needs to know of its operator: key, array specs, cost.
+    Stored with every kernel, so a bundle loads even where its operator's code
+    (a custom operator) is not at hand."""
+
+    key: str
+    inputs: tuple[TensorSpec, ...]
+    output: TensorSpec
+    flops: int
+    bytes_moved: int
+
+    @classmethod
+    def of(cls, operator: Operator) -> "Signature":
+        return cls(operator.key, tuple(operator.inputs), operator.output, int(operator.flops),
+                   int(operator.bytes_moved))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Signature":
+        spec = lambda d: TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])  # noqa: E731
+        return cls(data["key"], tuple(spec(d) for d in data["inputs"]), spec(data["output"]),
+                   int(data["flops"]), int(data["bytes_moved"]))
 
 
 @dataclass(frozen=True)
@@ -28,6 +56,13 @@ class TuningStats:
     elapsed: float = 0.0
     budget: str = ""
     seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TuningStats":
+        return cls(**{**data, "history": tuple(data.get("history", ()))})
 
 
 class Kernel:
@@ -45,38 +80,60 @@ class Kernel:
     True
     """
 
-    def __init__(self, operator: Operator, target: Target, genome: Genome, schedule: str,
-                 library: Path, runtime: Path, threads: int, stats: TuningStats, function: str):
-        self.operator, self.target, self.genome, self.schedule = operator, target, genome, schedule
-        self.stats = stats
-        self._library = library
-        specs = (*operator.inputs, operator.output)
+    def __init__(self, meta: dict, library: Path, runtime: Path, threads: int, object_bytes: bytes,
+                 operator: Operator | None = None, function: str = "evokernel_kernel"):
+        self.meta = meta
+        self.signature = Signature.from_dict(meta["signature"])
+        self.operator = operator
+        self.target = Target.parse(meta["target"])
+        self.genome = Genome.from_dict(meta["genome"])
+        self.schedule: str = meta["schedule"]
+        self.stats = TuningStats.from_dict(meta["stats"])
+        self._object = object_bytes
+        specs = (*self.signature.inputs, self.signature.output)
         self._native = _native.NativeKernel(library, function, _native.load_runtime(runtime, threads),
                                             [s.shape for s in specs], [s.dtype for s in specs])
 
     # -- the call path ------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        specs = self.operator.inputs
+        specs = self.signature.inputs
         if len(arrays) != len(specs):
             names = ", ".join(s.name for s in specs)
-            raise KernelCallError(f"{self.operator.key} takes {len(specs)} input arrays ({names}), got {len(arrays)}")
+            raise KernelCallError(f"{self.signature.key} takes {len(specs)} input arrays ({names}), got {len(arrays)}")
         inputs = []
         for spec, array in zip(specs, arrays):
             spec.check(array, "input")
             inputs.append(array if array.flags.c_contiguous else np.ascontiguousarray(array))
         if out is None:
-            out = np.empty(self.operator.output.shape, self.operator.output.dtype)
+            out = np.empty(self.signature.output.shape, self.signature.output.dtype)
         else:
             self._check_out(out, inputs)
         self._native([*inputs, out])
         return out
 
     def _check_out(self, out: np.ndarray, inputs: list[np.ndarray]) -> None:
-        self.operator.output.check(out, "out")
+        self.signature.output.check(out, "out")
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise KernelCallError("out must be a C-contiguous, writeable array")
         if any(np.may_share_memory(out, a) for a in inputs):
             raise KernelCallError("out must not share memory with an input")
+
+    # -- keeping it ----------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write a self-contained bundle (artifact, genome, metadata, checksums) that
+        ``ek.load_kernel(path)`` reads back, in this or another process.
+
+        >>> import tempfile, pathlib, evokernel as ek
+        >>> kernel = ek.tune(ek.operators.relu(64), budget=3, seed=0)
+        >>> path = kernel.save(pathlib.Path(tempfile.mkdtemp()) / "relu.ekb")
+        >>> ek.load_kernel(path).genome == kernel.genome
+        True
+        """
+        from ._cache import write_bundle
+
+        path = Path(path)
+        write_bundle(path, self.meta, self._object)
+        return path
 
     # -- what was found -----------------------------------------------------------------
     @property
@@ -96,16 +153,15 @@ class Kernel:
 
     def report(self) -> str:
         """A short text report: operator, target, times, speed, search summary."""
-        op, s = self.operator, self.stats
-        gflops = op.flops / s.time / 1e9 if op.flops else None
+        sig, s = self.signature, self.stats
         lines = [
-            f"operator   {op.key}",
+            f"operator   {sig.key}",
             f"target     {self.target}",
             f"time       {self.time_ms:.4g} ms (median, spread {100 * s.spread:.1f}%)",
         ]
-        if gflops is not None:
-            lines.append(f"throughput {gflops:.1f} GFLOP/s")
-        lines.append(f"bandwidth  {op.bytes_moved / s.time / 1e9:.1f} GB/s")
+        if sig.flops:
+            lines.append(f"throughput {sig.flops / s.time / 1e9:.1f} GFLOP/s")
+        lines.append(f"bandwidth  {sig.bytes_moved / s.time / 1e9:.1f} GB/s")
         if s.baseline:
             lines.append(f"baseline   {s.baseline * 1e3:.4g} ms unscheduled -> speedup {self.speedup:.1f}x")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(Counter(s.outcomes).items()))
@@ -114,4 +170,4 @@ class Kernel:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"<Kernel {self.operator.key} on {self.target.string}: {self.time_ms:.4g} ms>"
+        return f"<Kernel {self.signature.key} on {self.target.string}: {self.time_ms:.4g} ms>"

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 from functools import lru_cache
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Sequence
 
@@ -84,7 +84,7 @@ def runtime_library(target: str, directory: Path) -> Path:
     import halide as hl
 
     shim = resources.files(__package__).joinpath("_shim.c").read_text()
-    digest = hashlib.sha256(f"{target}\n{hl.__version__ if hasattr(hl, '__version__') else ''}\n{shim}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{target}\n{metadata.version('halide')}\n{shim}".encode()).hexdigest()[:16]
     path = directory / f"libevokernel_runtime_{digest}.so"
     with FileLock(str(path) + ".lock"):
         if path.exists():
@@ -100,12 +100,11 @@ def runtime_library(target: str, directory: Path) -> Path:
 
 
 def link_kernel(object_bytes: bytes, runtime: Path, directory: Path) -> Path:
-    """Link a kernel object into a shared library that depends on ``runtime``;
-    content-addressed, so linking the same object twice is free."""
+    """Link a kernel object into a shared library that depends on ``runtime``.
+    Named by content, but always relinked (~15 ms): a library is never trusted
+    just because a file of that name exists."""
     digest = hashlib.sha256(object_bytes + runtime.name.encode()).hexdigest()[:24]
     path = directory / f"kernel_{digest}.so"
-    if path.exists():
-        return path
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         obj, lib = Path(tmp, "kernel.o"), Path(tmp, "kernel.so")
         obj.write_bytes(object_bytes)

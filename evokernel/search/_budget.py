@@ -54,6 +54,18 @@ class Budget:
         raise BudgetError(
             f"cannot understand budget {budget!r}: use a duration ('60s', '2m', '1h') or a number of evaluations (100)")
 
+    def exceeds(self, other: "Budget") -> bool:
+        """Whether this budget allows more than ``other`` in time or evaluations
+        (a missing limit is no limit).
+
+        >>> Budget.parse("2m").exceeds(Budget.parse("60s")), Budget.parse("60s").exceeds(Budget.parse("60s"))
+        (True, False)
+        """
+        def more(mine, theirs):
+            return theirs is not None and (mine is None or mine > theirs)
+
+        return more(self.seconds, other.seconds) or more(self.evaluations, other.evaluations)
+
     def clock(self) -> "BudgetClock":
         return BudgetClock(self, time.monotonic())
 

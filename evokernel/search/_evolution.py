@@ -79,7 +79,7 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
         history.extend(zip(genomes, results))
         return [individual(g, r) for g, r in zip(genomes, results)]
 
-    def fresh(make: Callable[[], "Genome | tuple[Genome, Genome]"]) -> Genome:
+    def fresh(make: Callable[[], "Genome | tuple[Genome, Genome]"]) -> Genome | None:
         for _ in range(settings.max_retries):
             made = make()
             for genome in made if isinstance(made, tuple) else (made,):
@@ -87,6 +87,8 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
                     seen.add(genome.key)
                     return genome
         genome = tb.immigrant()
+        if genome.key in seen:
+            return None  # nothing new in reach: the space is (nearly) exhausted
         seen.add(genome.key)
         return genome
 
@@ -95,13 +97,13 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
         if genome.key not in seen and len(first) < settings.mu:
             seen.add(genome.key)
             first.append(genome)
-    while len(first) < settings.mu:
-        first.append(fresh(tb.immigrant))
+    while len(first) < settings.mu and (genome := fresh(tb.immigrant)) is not None:
+        first.append(genome)
     population = run(first)
 
     while population and not clock.spent():
         offspring = [fresh(lambda: _offspring(tb, population, rng, settings)) for _ in range(settings.lambda_)]
-        born = run(offspring)
+        born = run([g for g in offspring if g is not None])
         if not born:
             break
         population = tools.selBest(population + born, settings.mu)

@@ -41,6 +41,10 @@ class Target:
             )
         return cls(hl.Target(text).to_string())
 
+    def __reduce__(self):
+        # Pickle as the string alone: the cached hl.Target does not pickle.
+        return (Target, (self.string,))
+
     @cached_property
     def halide(self) -> hl.Target:
         return hl.Target(self.string)

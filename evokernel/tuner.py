@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Sequence
 
 from .errors import TargetError, TuningError
-from .evaluators import Context, Evaluator, Protocol, Result, Settings, build, create_evaluator, default_threads
+from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
 from .genome import Genome, ScheduleSpace, schedule_code
 from .operators import Operator
 from .runtime import _paths, _store
@@ -74,6 +74,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         baseline = ev.evaluate_one(None, _BASELINE)
         history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings())
         winner, result = _choose(ev, history)
+        winner_object = ev.artifact(winner).object_bytes
     finally:
         ev.close()
         records.close()
@@ -83,7 +84,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         elapsed=clock.elapsed(), budget=_budget_text(budget), seed=seed)
     schedule = schedule_code(winner, operator.algorithm(), space)
     meta = _store.kernel_meta(operator, target, winner, schedule, stats, budget)
-    return _store.store(root, meta, build(operator, space, winner, target).object_bytes, operator, threads)
+    return _store.store(root, meta, winner_object, operator, threads)
 
 
 def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,

@@ -3,10 +3,11 @@
 from ._build import FUNCTION, Artifact, BuildFailure, build
 from ._evaluator import (Context, Evaluator, InlineEvaluator, LocalEvaluator, Settings, create_evaluator,
                          default_threads)
+from ._ray import RayEvaluator, runner_resources
 from ._result import Outcome, Result
 from ._runner import Protocol
 
 __all__ = [
     "FUNCTION", "Artifact", "BuildFailure", "build", "Context", "Evaluator", "InlineEvaluator",
-    "LocalEvaluator", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol",
+    "LocalEvaluator", "RayEvaluator", "runner_resources", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol",
 ]

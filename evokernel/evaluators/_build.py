@@ -17,6 +17,7 @@ from ..operators import Operator
 from ..target import Target
 
 FUNCTION = "evokernel_kernel"
+UNSCHEDULED = "unscheduled"  # the genome key that stands for the unscheduled pipeline
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..genome import Genome, ScheduleSpace
 from ..operators import Operator
 from ..runtime import _native, _paths
 from ..target import Target
-from ._build import FUNCTION, Artifact, BuildFailure, build
+from ._build import FUNCTION, UNSCHEDULED, Artifact, BuildFailure, build
 from ._result import Outcome, Result
 from ._runner import Measurement, Protocol, Runner, Task, run_one
 
@@ -71,63 +71,80 @@ class Context:
 
 
 class Evaluator(abc.ABC):
-    """Builds, checks and times genomes for one ``Context`` at a time."""
+    """Builds, checks and times genomes for one ``Context`` at a time.
+
+    Subclasses provide two steps: ``build_batch`` (genomes to artifacts, in parallel
+    where they can) and ``measure`` (check and time one artifact, alone on its
+    device). ``evaluate`` alternates them chunk by chunk, ``parallelism`` builds at
+    a time, so no build runs while a kernel is being timed.
+    """
+
+    parallelism: int = 1
 
     def __init__(self) -> None:
         self.context: Context | None = None
         self.best: float | None = None
+        self.artifacts: dict[str, Artifact] = {}
 
     def prepare(self, context: Context) -> None:
-        self.context, self.best = context, None
-        self.libraries: dict[str, Path] = {}
+        self.context, self.best, self.artifacts = context, None, {}
 
     @abc.abstractmethod
-    def measure(self, library: Path, cutoff: float | None, timeout: float,
-                protocol: Protocol | None = None) -> Measurement:
-        """Check and time one linked kernel library."""
+    def build_batch(self, genomes: list[Genome | None]) -> list["Artifact | Result"]:
+        """Build each genome (``None``: the unscheduled pipeline); a failed build
+        is a ``Result`` (compile_error or compile_timeout)."""
+
+    @abc.abstractmethod
+    def measure(self, artifact: Artifact, cutoff: float | None, timeout: float,
+                protocol: Protocol) -> Measurement:
+        """Check and time one built kernel."""
 
     def evaluate(self, genomes: Iterable[Genome], deadline: float | None = None,
                  on_result: Callable[[Genome, Result], None] | None = None) -> list[Result]:
         """Evaluate genomes in order, stopping early once ``deadline`` (a
         ``time.monotonic()`` value) has passed; ``on_result`` sees each result as
         soon as it exists (the records write it there)."""
-        results = []
-        for genome in genomes:
-            if deadline is not None and results and time.monotonic() > deadline:
-                break
-            results.append(self.evaluate_one(genome))
-            if on_result is not None:
-                on_result(genome, results[-1])
+        genomes, results = list(genomes), []
+        for start in range(0, len(genomes), max(1, self.parallelism)):
+            chunk = genomes[start:start + max(1, self.parallelism)]
+            for genome, built in zip(chunk, self.build_batch(chunk)):
+                if deadline is not None and results and time.monotonic() > deadline:
+                    return results
+                results.append(self._timed(genome, built, None))
+                if on_result is not None:
+                    on_result(genome, results[-1])
         return results
 
     def evaluate_one(self, genome: Genome | None, protocol: Protocol | None = None) -> Result:
-        ctx = self.context
-        key = genome.key if genome is not None else "unscheduled"
-        try:
-            artifact = build(ctx.operator, ctx.space, genome, ctx.target)
-            library = ctx.link(artifact)
-            self.libraries[key] = library
-        except (BuildFailure, EvokernelError) as error:
-            return Result(key, Outcome.COMPILE_ERROR, message=str(error))
-        settings = ctx.settings
+        """Build and time one genome (``None``: the unscheduled pipeline)."""
+        return self._timed(genome, self.build_batch([genome])[0], protocol)
+
+    def _timed(self, genome: Genome | None, built: "Artifact | Result", protocol: Protocol | None) -> Result:
+        if isinstance(built, Result):
+            return built
+        settings = self.context.settings
         if self.best is None:
             cutoff, timeout = None, settings.first_run_timeout
         else:
             cutoff = settings.slow_factor * self.best
             timeout = max(settings.min_run_timeout, 10 * cutoff)
-        m = self.measure(library, cutoff, timeout, protocol or settings.protocol)
-        result = _result(key, m, artifact.seconds)
-        if result.ok and genome is not None and (self.best is None or result.time < self.best):
-            self.best = result.time
+        key = genome.key if genome is not None else UNSCHEDULED
+        result = _result(key, self.measure(built, cutoff, timeout, protocol or settings.protocol), built.seconds)
+        if result.ok and genome is not None:
+            self.artifacts[key] = built
+            if self.best is None or result.time < self.best:
+                self.best = result.time
         return result
 
-    def library(self, genome: Genome) -> Path:
-        """The linked library of ``genome``, built now if this evaluator has not
-        built it (a candidate known from the records); raises ``BuildFailure``."""
-        if genome.key not in self.libraries:
-            self.libraries[genome.key] = self.context.link(
-                build(self.context.operator, self.context.space, genome, self.context.target))
-        return self.libraries[genome.key]
+    def artifact(self, genome: Genome) -> Artifact:
+        """The artifact of ``genome``, built now if this evaluator has not built it
+        (a candidate known from the records); raises ``BuildFailure``."""
+        if genome.key not in self.artifacts:
+            built = self.build_batch([genome])[0]
+            if isinstance(built, Result):
+                raise BuildFailure(built.message)
+            self.artifacts[genome.key] = built
+        return self.artifacts[genome.key]
 
     def retime(self, genomes: list[Genome], rounds: int = 3) -> dict[str, Result]:
         """Time candidates again, side by side (interleaved rounds), so that a lucky
@@ -142,11 +159,11 @@ class Evaluator(abc.ABC):
                 if key in failed:
                     continue
                 try:
-                    library = self.library(genome)
+                    artifact = self.artifact(genome)
                 except (BuildFailure, EvokernelError) as error:
                     failed[key] = Result(key, Outcome.COMPILE_ERROR, message=str(error))
                     continue
-                m = self.measure(library, None, timeout)
+                m = self.measure(artifact, None, timeout, self.context.settings.protocol)
                 if m.outcome is Outcome.OK:
                     samples[key] += m.times
                 else:
@@ -156,6 +173,14 @@ class Evaluator(abc.ABC):
 
     def close(self) -> None:
         """Release workers; the evaluator may be prepared again afterwards."""
+
+
+def build_here(context: Context, genome: Genome | None) -> "Artifact | Result":
+    """Build in this process; a rejected schedule becomes a compile_error Result."""
+    try:
+        return build(context.operator, context.space, genome, context.target)
+    except BuildFailure as error:
+        return Result(genome.key if genome is not None else UNSCHEDULED, Outcome.COMPILE_ERROR, message=str(error))
 
 
 def _result(key: str, m: Measurement, build_seconds: float) -> Result:
@@ -180,9 +205,15 @@ class LocalEvaluator(Evaluator):
         super().prepare(context)
         self._runner = Runner(context.task())
 
-    def measure(self, library, cutoff, timeout, protocol=None):
-        return self._runner.measure(library, FUNCTION, protocol or self.context.settings.protocol,
-                                    cutoff, timeout)
+    def build_batch(self, genomes):
+        return [build_here(self.context, g) for g in genomes]
+
+    def measure(self, artifact, cutoff, timeout, protocol):
+        try:
+            library = self.context.link(artifact)
+        except EvokernelError as error:
+            return Measurement(Outcome.COMPILE_ERROR, message=str(error))
+        return self._runner.measure(library, FUNCTION, protocol, cutoff, timeout)
 
     def close(self) -> None:
         if self._runner is not None:
@@ -198,21 +229,31 @@ class InlineEvaluator(Evaluator):
         self._task = context.task()
         self._runtime = _native.load_runtime(context.runtime, context.threads)
 
-    def measure(self, library, cutoff, timeout, protocol=None):
+    def build_batch(self, genomes):
+        return [build_here(self.context, g) for g in genomes]
+
+    def measure(self, artifact, cutoff, timeout, protocol):
+        try:
+            library = self.context.link(artifact)
+        except EvokernelError as error:
+            return Measurement(Outcome.COMPILE_ERROR, message=str(error))
         kernel = _native.NativeKernel(library, FUNCTION, self._runtime, self._task.shapes, self._task.dtypes)
-        return run_one(kernel, self._task, protocol or self.context.settings.protocol, cutoff)
-
-
-_EVALUATORS = {"local": LocalEvaluator, "inline": InlineEvaluator}
+        return run_one(kernel, self._task, protocol, cutoff)
 
 
 def create_evaluator(kind: "str | Evaluator") -> Evaluator:
-    """``"local"`` or ``"inline"`` (or an ``Evaluator`` instance, returned as is)."""
+    """``"ray"`` (parallel builds on the local Ray instance or ``$RAY_ADDRESS``),
+    ``"local"`` or ``"inline"``; an ``Evaluator`` instance is returned as is."""
     if isinstance(kind, Evaluator):
         return kind
-    if kind not in _EVALUATORS:
-        raise ValueError(f"unknown evaluator {kind!r}: choose one of {sorted(_EVALUATORS)} or pass an Evaluator")
-    return _EVALUATORS[kind]()
+    if kind == "ray":
+        from ._ray import RayEvaluator
+
+        return RayEvaluator()
+    factories = {"local": LocalEvaluator, "inline": InlineEvaluator}
+    if kind not in factories:
+        raise ValueError(f"unknown evaluator {kind!r}: choose 'ray', 'local' or 'inline', or pass an Evaluator")
+    return factories[kind]()
 
 
 def default_threads() -> int:

@@ -154,11 +154,13 @@ class NativeKernel:
             raise KernelRuntimeError(f"kernel returned error {rc}: {message or 'no message'}")
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> None:
-        """Run once; ``arrays`` are the inputs followed by the output."""
+        """Run once; ``arrays`` are the inputs followed by the output. (Halide calls
+        the error handler before returning an error code, so the kept message is
+        always this call's: no need to clear it first.)"""
         with self._lock:
             self._bind(arrays)
-            self._runtime.evokernel_clear_error()
-            self._check(self._fn(self._argv))
+            rc = self._fn(self._argv)
+        self._check(rc)
 
     def time(self, arrays: Sequence[np.ndarray], calls: int) -> np.ndarray:
         """Seconds of each of ``calls`` back-to-back calls, measured in C."""

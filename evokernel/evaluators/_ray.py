@@ -1,0 +1,228 @@
+"""Evaluation on Ray: builds as parallel tasks, timing on one runner actor per target.
+
+- Builds are Ray tasks of one CPU each, so a batch spreads over every core of every
+  node. A build that outlives the compile timeout is cancelled (its worker killed):
+  ``compile_timeout``. A build worker that dies under it (a crash in Halide, a kill
+  from outside) is retried once by Ray, then recorded as ``compile_error``.
+- Timing happens on a runner actor that needs the target's runner resource
+  (``runner_resources(target)``): only nodes that offer it time candidates. The
+  actor checks and times kernels in its own killable worker process (see
+  ``_runner``). Builds and timings alternate batch by batch, so nothing is built
+  while a kernel is timed.
+- Without an address (nor ``RAY_ADDRESS``), the first use starts a local Ray on
+  loopback, sized to this machine, quiet and without dashboard, offering the host's
+  runner resource; it is reused and shut down at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from ..errors import EvokernelError, TargetError
+from ..genome import Genome
+from ..target import Target
+from ._build import FUNCTION, UNSCHEDULED, Artifact, BuildFailure, build
+from ._evaluator import Context, Evaluator
+from ._result import Outcome, Result
+from ._runner import Measurement, Protocol, Runner, Task
+
+RESOURCE_PREFIX = "evokernel-runner:"
+log = logging.getLogger("evokernel")
+
+
+def runner_resources(target: "str | Target" = "host") -> dict[str, float]:
+    """The custom resource a Ray node offers to time kernels for ``target``; pass it
+    to ``ray start --resources`` on the nodes that should run timings.
+
+    >>> sorted(runner_resources("x86-64-linux-avx2"))
+    ['evokernel-runner:x86-64-linux-avx2']
+    """
+    return {RESOURCE_PREFIX + Target.parse(target).string: 1.0}
+
+
+_STARTED_HERE = False
+
+
+def ensure_ray(address: str | None = None):
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), or start the local instance
+    once; returns the ``ray`` module."""
+    global _STARTED_HERE
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # On Linux, Ray binds to the machine's network address unless this is set
+        # before Ray is imported: keep the embedded instance on loopback.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if address:
+        ray.init(address=address, **quiet)
+        return ray
+    from ._evaluator import default_threads
+
+    ray.init(address="local", num_cpus=default_threads(), resources=runner_resources("host"), **quiet)
+    _STARTED_HERE = True
+    atexit.register(_shutdown)
+    return ray
+
+
+def _shutdown() -> None:
+    import ray
+
+    if _STARTED_HERE and ray.is_initialized():
+        ray.shutdown()
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _ship_code_by_value(operator) -> None:
+    """A custom operator's functions may live in a module Ray workers cannot import
+    (a test file, a notebook helper): send those modules' code along by value."""
+    import sys
+
+    from ray import cloudpickle
+
+    for fn in (getattr(operator, "algorithm_fn", None), getattr(operator, "reference_fn", None)):
+        module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        if callable(fn) and module is not None and not module.__name__.startswith(("evokernel", "__main__")):
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:  # a package module cloudpickle will not ship: leave it to Ray
+                pass
+
+
+def _build_task(context_parts: tuple, genome: Genome | None) -> tuple:
+    """Runs in a Ray worker: returns (artifact or None, message, node id)."""
+    operator, space, target = context_parts
+    try:
+        return build(operator, space, genome, target), "", _node_id()
+    except BuildFailure as error:
+        return None, str(error), _node_id()
+
+
+class _RunnerActor:
+    """Checks and times kernels on one node, in a killable worker process."""
+
+    def __init__(self, task: Task, target: str, threads: int):
+        from ..runtime import _native, _paths
+
+        self.native_dir = _paths.subdir(_paths.cache_dir(), "native")
+        self.runtime = _native.runtime_library(target, self.native_dir)
+        task.runtime, task.threads = str(self.runtime), threads
+        self.runner = Runner(task)
+
+    def measure(self, object_bytes: bytes, protocol: Protocol, cutoff, timeout: float) -> tuple:
+        from ..runtime import _native
+
+        try:
+            library = _native.link_kernel(object_bytes, self.runtime, self.native_dir)
+        except EvokernelError as error:
+            return Measurement(Outcome.COMPILE_ERROR, message=str(error)), _node_id()
+        return self.runner.measure(library, FUNCTION, protocol, cutoff, timeout), _node_id()
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class RayEvaluator(Evaluator):
+    """Evaluate on Ray: ``RayEvaluator()`` uses (or starts) the local instance,
+    ``RayEvaluator(address="host:6379")`` joins a cluster.
+
+    ``build_nodes`` and ``timing_nodes`` record the Ray node of every build and
+    every timing, for inspection.
+    """
+
+    def __init__(self, address: str | None = None, compile_timeout: float = 60.0):
+        super().__init__()
+        self.address, self.compile_timeout = address, compile_timeout
+        self._actor = None
+        self.build_nodes: list[str] = []
+        self.timing_nodes: list[str] = []
+
+    def prepare(self, context: Context) -> None:
+        self.close()
+        super().prepare(context)
+        ray = ensure_ray(self.address)
+        resource = next(iter(runner_resources(context.target)))
+        if ray.cluster_resources().get(resource, 0) < 1:
+            raise TargetError(f"no Ray node offers a runner for {context.target.string} "
+                              f"(start one with: ray start --resources='{{\"{resource}\": 1}}')")
+        self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._ray = ray
+        _ship_code_by_value(context.operator)
+        self._parts = ray.put((context.operator, context.space, context.target))
+        self._build = ray.remote(num_cpus=1, max_retries=1)(_build_task)
+        self._actor_class = ray.remote(num_cpus=0, max_restarts=0)(_RunnerActor)
+        self._actor_options = {"resources": {resource: 1}}
+        self._task = context.task()
+        self._actor = self._new_actor()
+
+    def _new_actor(self):
+        return self._actor_class.options(**self._actor_options).remote(
+            self._task, self.context.target.string, self.context.threads)
+
+    def build_batch(self, genomes: list[Genome | None]) -> list[Artifact | Result]:
+        ray = self._ray
+        refs = [self._build.remote(self._parts, g) for g in genomes]
+        waves = math.ceil(len(refs) / self.parallelism)
+        deadline = time.monotonic() + self.compile_timeout * waves
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        out = []
+        for genome, ref in zip(genomes, refs):
+            key = genome.key if genome is not None else UNSCHEDULED
+            if ref in pending:
+                out.append(Result(key, Outcome.COMPILE_TIMEOUT,
+                                  message=f"build still running after {self.compile_timeout:g} s"))
+                continue
+            try:
+                artifact, message, node = ray.get(ref)
+            except Exception as error:  # the build worker died twice: report, go on
+                out.append(Result(key, Outcome.COMPILE_ERROR, message=f"build worker lost: {error}"))
+                continue
+            self.build_nodes.append(node)
+            out.append(artifact if artifact is not None else Result(key, Outcome.COMPILE_ERROR, message=message))
+        return out
+
+    def measure(self, artifact: Artifact, cutoff, timeout: float, protocol: Protocol) -> Measurement:
+        ray = self._ray
+        try:
+            m, node = ray.get(self._actor.measure.remote(artifact.object_bytes, protocol, cutoff, timeout),
+                              timeout=timeout + 60)
+        except Exception as error:  # the runner actor itself was lost: replace it
+            log.warning("runner actor lost (%s); starting a new one", type(error).__name__)
+            self._replace_actor()
+            return Measurement(Outcome.RUN_CRASH, message=f"runner lost: {type(error).__name__}")
+        self.timing_nodes.append(node)
+        return m
+
+    def _replace_actor(self) -> None:
+        try:
+            self._ray.kill(self._actor)
+        except Exception:
+            pass
+        self._actor = self._new_actor()
+
+    def close(self) -> None:
+        if self._actor is not None:
+            try:
+                self._ray.get(self._actor.close.remote(), timeout=30)
+                self._ray.kill(self._actor)
+            except Exception:
+                pass
+            self._actor = None
+
+
+__all__ = ["RayEvaluator", "runner_resources", "ensure_ray"]

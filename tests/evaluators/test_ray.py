@@ -1,0 +1,254 @@
+"""The Ray evaluator with real Ray: the local instance, a two-node cluster on
+loopback, and a fault suite (crashing, aborting, hanging, wrong and slow-to-compile
+kernels, and a build worker killed with SIGKILL mid-batch)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import halide as hl
+import numpy as np
+import psutil
+import pytest
+from _families import assert_close, fresh_inputs
+
+import evokernel as ek
+from evokernel.evaluators import (Artifact, Context, InlineEvaluator, Outcome, RayEvaluator, Result, Settings,
+                                  build, default_threads, runner_resources)
+from evokernel.evaluators._ray import ensure_ray
+from evokernel.genome import ScheduleSpace, random_genome, templates
+from evokernel.runtime import _paths
+
+N = 64
+
+
+def context(op, settings: Settings | None = None) -> Context:
+    target = ek.Target.parse("host")
+    space = ScheduleSpace.from_algorithm(op.algorithm(), target.natural_vector_size(op.dtype), default_threads())
+    return Context(op, target, space, default_threads(), _paths.cache_dir(), settings=settings or Settings())
+
+
+def genomes_for(space, count, seed=0):
+    import random
+
+    rng, out = random.Random(seed), list(templates(space))
+    while len(out) < count:
+        out.append(random_genome(space, rng))
+    return out[:count]
+
+
+# -- the local instance ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = ensure_ray()
+    # This module's functions run in Ray workers, which cannot import a test file.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+
+
+def test_tune_on_the_local_instance_gives_a_correct_kernel(local_ray):
+    op = ek.operators.conv2d(1, 4, 11, 13, 8, 3, pad=1, bias=True, activation="relu6")
+    kernel = ek.tune(op, budget=8, seed=0, evaluator="ray", retune=True)
+    inputs = fresh_inputs(op, 11)
+    assert_close(op, kernel(*inputs), op.reference(*inputs))
+    assert local_ray.cluster_resources()[next(iter(runner_resources("host")))] == 1
+
+
+@pytest.mark.parametrize("op", [ek.operators.matmul(37, 53, 29), ek.operators.conv2d(2, 4, 9, 7, 4, 3, groups=2)],
+                         ids=["matmul", "conv2d"])
+def test_inline_and_ray_agree_on_correctness(local_ray, op):
+    """Template genomes only: the inline evaluator runs kernels in this very process,
+    where one of the rare crashing random genomes would end the test run."""
+    genomes = templates(context(op).space)
+    verdicts = []
+    for evaluator in (InlineEvaluator(), RayEvaluator()):
+        evaluator.prepare(context(op))
+        verdicts.append([(r.outcome, r.ok) for r in evaluator.evaluate(genomes)])
+        evaluator.close()
+    assert verdicts[0] == verdicts[1]
+    assert all(ok for _, ok in verdicts[0])
+
+
+def test_a_target_no_node_can_run_is_refused(local_ray):
+    op = ek.operators.relu(8)
+    ctx = context(op)
+    ctx.target = ek.Target.parse("x86-64-linux-avx2")
+    with pytest.raises(ek.TargetError, match="no Ray node offers a runner"):
+        RayEvaluator().prepare(ctx)
+
+
+# -- the fault suite ---------------------------------------------------------------------
+
+def _op(name, algorithm, reference=lambda x: np.maximum(x, 0)):
+    return ek.operators.custom(name, [("x", (N,))], (N,), algorithm, reference)
+
+
+def _segfault(params):
+    (x,) = params
+    i, out = hl.Var("i"), hl.Func("out")
+    out[i] = x[hl.unsafe_promise_clamped(i * (1 << 24) + (1 << 30), 0, N - 1)]  # far outside x
+    return out
+
+
+def _abort(params):
+    i, extern, out = hl.Var("i"), hl.Func("calls_abort"), hl.Func("out")
+    extern.define_extern("abort", [], hl.Float(32), 1)
+    out[i] = extern[i]
+    return out
+
+
+def _hang(params):
+    (x,) = params
+    i, r, out = hl.Var("i"), hl.RDom([(0, 1 << 30)], "r"), hl.Func("out")
+    out[i] = hl.f32(0)
+    out[i] += x[(i + r.x) % N]
+    return out
+
+
+def _wrong(params):
+    (x,) = params
+    i, out = hl.Var("i"), hl.Func("out")
+    out[i] = x[i] * 2
+    return out
+
+
+def _slow_compile(params):
+    (x,) = params
+    i, r, out = hl.Var("i"), hl.RDom([(0, 30000)], "r"), hl.Func("out")
+    out[i] = hl.f32(0)
+    out[i] += x[(i * r.x) % N]
+    out.update().unroll(r.x)  # 30000 unrolled bodies: LLVM takes minutes
+    return out
+
+
+FAULTS = {"segfault": _segfault, "abort": _abort, "hang": _hang, "wrong": _wrong}
+EXPECTED = {"segfault": "SIGSEGV", "abort": "SIGABRT", "hang": Outcome.RUN_TIMEOUT.value,
+            "wrong": Outcome.WRONG_RESULT.value, "slow_compile": Outcome.COMPILE_TIMEOUT.value}
+
+
+def _slow_build(parts, genome):
+    operator, space, target = parts
+    return build(operator, space, None, target)
+
+
+class FaultInjectingEvaluator(RayEvaluator):
+    """A test hook: the RayEvaluator, except that chosen genomes get a faulty
+    kernel (same signature as the real one) or a build that never ends, and the
+    first batch has one of its build workers killed with SIGKILL."""
+
+    def __init__(self, faults: dict[str, str], **kwargs):
+        super().__init__(**kwargs)
+        self.faults = faults  # genome key -> fault name
+        self.killed: list[int] = []
+        self._fault_artifacts: dict[str, Artifact] = {}
+
+    def prepare(self, ctx):
+        super().prepare(ctx)
+        for name, algorithm in FAULTS.items():
+            op = _op(name, algorithm)
+            space = ScheduleSpace.from_algorithm(op.algorithm(), 16, default_threads())
+            self._fault_artifacts[name] = build(op, space, None, ctx.target)
+        slow = _op("slow_compile", _slow_compile)
+        slow_space = ScheduleSpace.from_algorithm(slow.algorithm(), 16, default_threads())
+        self._slow_parts = self._ray.put((slow, slow_space, ctx.target))
+
+    def build_batch(self, genomes):
+        if not self.killed:
+            threading.Thread(target=self._kill_a_build_worker, daemon=True).start()
+        slow = [g for g in genomes if g is not None and self.faults.get(g.key) == "slow_compile"]
+        real = super().build_batch(genomes)
+        out = []
+        for genome, built in zip(genomes, real):
+            fault = self.faults.get(genome.key) if genome is not None else None
+            if fault in self._fault_artifacts:
+                built = self._fault_artifacts[fault]
+            elif fault == "slow_compile":
+                built = self._slow_batch(genome)
+            out.append(built)
+        return out
+
+    def _slow_batch(self, genome):
+        ray = self._ray
+        ref = ray.remote(num_cpus=1, max_retries=0)(_slow_build).remote(self._slow_parts, genome)
+        ready, pending = ray.wait([ref], timeout=self.compile_timeout)
+        if pending:
+            ray.cancel(ref, force=True)
+            return Result(genome.key, Outcome.COMPILE_TIMEOUT, message="build still running")
+        return ray.get(ref)
+
+    def _kill_a_build_worker(self):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not self.killed:
+            for proc in psutil.process_iter(["cmdline"]):
+                if any("_build_task" in part for part in proc.info["cmdline"] or []):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    self.killed.append(proc.pid)
+                    return
+            time.sleep(0.002)
+
+
+def test_faults_are_recorded_by_kind_and_the_run_ends_with_a_correct_winner(local_ray, tmp_path):
+    op = ek.operators.relu((N,))
+    space = context(op).space
+    genomes = genomes_for(space, 40, seed=5)
+    faulty = {genomes[i].key: name for i, name in zip((3, 5, 7, 9, 11),
+                                                    ("segfault", "abort", "hang", "wrong", "slow_compile"))}
+    evaluator = FaultInjectingEvaluator(faulty, compile_timeout=4.0)
+    settings = Settings(min_run_timeout=1.0)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    kernel = ek.tune(op, budget=30, seed=5, evaluator=evaluator, settings=settings, cache_dir=cache)
+
+    rows = ek.records(op, cache_dir=cache)
+    assert len(rows) == 30, "an evaluation was lost"
+    assert len({r["genome_key"] for r in rows}) == 30
+    by_key = {r["genome_key"]: r for r in rows}
+    assert set(faulty) <= set(by_key), "the first population holds every faulty genome"
+    for key, fault in faulty.items():
+        row = by_key[key]
+        assert EXPECTED[fault] in (row["outcome"], row["message"].split()[-1]), (fault, row)
+    assert evaluator.killed, "no build worker was killed"
+    x = np.linspace(-2, 2, N, dtype=np.float32)
+    assert np.array_equal(kernel(x), np.maximum(x, 0))
+
+
+# -- two nodes on loopback -----------------------------------------------------------------
+
+@pytest.fixture
+def two_node_cluster(local_ray):
+    """A head node that offers the host's runner resource, and a second node that
+    only builds; both on 127.0.0.1, one CPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": runner_resources("host")})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_builds_spread_over_both_nodes_and_timings_stay_on_the_runner_node(two_node_cluster):
+    import ray
+
+    runner_node = next(n["NodeID"] for n in ray.nodes() if next(iter(runner_resources("host"))) in n["Resources"])
+    op = ek.operators.matmul(48, 64, 32)
+    ctx = context(op)
+    evaluator = RayEvaluator(address=two_node_cluster.address)
+    evaluator.prepare(ctx)
+    results = evaluator.evaluate(genomes_for(ctx.space, 12, seed=1))
+    evaluator.close()
+    assert len(results) == 12 and any(r.ok for r in results)
+    assert len(set(evaluator.build_nodes)) == 2, "builds should land on both nodes"
+    assert set(evaluator.timing_nodes) == {runner_node}, "timings only where the runner resource is"

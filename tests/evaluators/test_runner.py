@@ -1,0 +1,270 @@
+"""The runner turns a kernel's faults into typed outcomes: a wrong answer, a
+crash, a hang, an error return, a missing entry point; and the worker is replaced
+so that the next measurement succeeds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import halide as hl
+import numpy as np
+import pytest
+from _families import prepared
+
+import evokernel as ek
+from evokernel.evaluators import FUNCTION, Artifact, Outcome, Protocol
+from evokernel.evaluators._runner import Runner, Task, check
+from evokernel.genome import templates
+from evokernel.runtime import _native, _paths
+from evokernel.target import Target
+
+SIZE = 37
+
+# Hand-written kernels with the generated code's C entry point: evokernel_kernel_argv
+# receives the halide_buffer_t pointers of the input and the output.
+PRELUDE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+typedef struct { int32_t min, extent, stride; uint32_t flags; } dim_t;
+typedef struct { uint8_t code, bits; uint16_t lanes; } type_t;
+typedef struct {
+    uint64_t device; void *device_interface; uint8_t *host; uint64_t flags;
+    type_t type; int32_t dimensions; dim_t *dim; void *padding;
+} buffer_t;
+extern void halide_error(void *user_context, const char *msg);
+static int count(buffer_t *b) { return b->dim[0].extent; }
+"""
+
+KERNELS = {
+    "copy": "int evokernel_kernel_argv(void **args) {"
+            "  buffer_t *in = args[0], *out = args[1]; const float *x = (const float *)in->host;"
+            "  float *y = (float *)out->host;"
+            "  for (int i = 0; i < count(out); i++) y[i] = x[i];"
+            "  return 0; }",
+    "wrong": "int evokernel_kernel_argv(void **args) {"
+             "  buffer_t *in = args[0], *out = args[1]; const float *x = (const float *)in->host;"
+             "  float *y = (float *)out->host;"
+             "  for (int i = 0; i < count(out); i++) y[i] = x[i] + (i == 5 ? 0.5f : 0.0f);"
+             "  return 0; }",
+    "nan": "int evokernel_kernel_argv(void **args) { (void)args; return 0; }",  # leaves the NaN-filled output
+    "segfault": "int evokernel_kernel_argv(void **args) {"
+                "  (void)args; volatile int *p = 0; *p = 42; return 0; }",
+    "hang": "int evokernel_kernel_argv(void **args) {"
+            "  (void)args; volatile unsigned long n = 0; for (;;) n++; return 0; }",
+    "abort": "int evokernel_kernel_argv(void **args) { (void)args; abort(); }",
+    "exit": "int evokernel_kernel_argv(void **args) { (void)args; _exit(3); }",
+    "error": "int evokernel_kernel_argv(void **args) {"
+             "  (void)args; halide_error(0, \"Input buffer x is accessed out of bounds (test)\"); return -7; }",
+    "no_entry": "int some_other_function(void) { return 0; }",
+}
+
+
+@pytest.fixture(scope="module")
+def runtime() -> str:
+    native = _paths.subdir(_paths.cache_dir(), "native")
+    return str(_native.runtime_library(Target.parse("host").string, native))
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory, runtime) -> dict:
+    """Each fault as a shared library linked against evokernel's runtime, like a
+    generated kernel (built with ``cc`` from the sources above)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    runtime_dir, runtime_name = os.path.dirname(runtime), os.path.basename(runtime)
+    out = {}
+    for name, body in KERNELS.items():
+        source, library = tmp / f"{name}.c", tmp / f"lib{name}.so"
+        source.write_text(PRELUDE + body + "\n")
+        subprocess.run(["cc", "-shared", "-fPIC", "-O0", "-o", str(library), str(source),
+                        f"-L{runtime_dir}", f"-l:{runtime_name}", f"-Wl,-rpath,{runtime_dir}"],
+                       check=True, capture_output=True, text=True)
+        out[name] = library
+    return out
+
+
+@pytest.fixture
+def runner(runtime):
+    x = np.random.default_rng(0).uniform(-1, 1, SIZE).astype(np.float32)
+    task = Task(runtime, 1, [(SIZE,), (SIZE,)], ["float32", "float32"], [x], x.copy(), 1e-6, 1e-6)
+    r = Runner(task)
+    yield r
+    r.close()
+
+
+FAST = Protocol(warmup=1, min_calls=2, max_calls=5, min_time=0.0)
+
+
+def measure(runner, library, timeout=10.0, cutoff=None):
+    return runner.measure(library, FUNCTION, FAST, cutoff, timeout)
+
+
+def worker_pid(runner) -> int:
+    return runner._proc.pid
+
+
+def test_a_good_kernel_is_ok_and_timed(runner, libraries):
+    m = measure(runner, libraries["copy"])
+    assert m.outcome is Outcome.OK, m
+    assert 2 <= len(m.times) <= 5 and all(t >= 0 for t in m.times)
+    assert m.max_error == 0.0
+
+
+@pytest.mark.parametrize("name, error", [("wrong", 0.5), ("nan", float("inf"))])
+def test_wrong_values_are_wrong_result(runner, libraries, name, error):
+    m = measure(runner, libraries[name])
+    assert m.outcome is Outcome.WRONG_RESULT
+    assert m.max_error == pytest.approx(error)
+    assert "exceeds tolerance" in m.message and not m.times
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+
+
+@pytest.mark.parametrize("name, message", [("segfault", "SIGSEGV"), ("abort", "SIGABRT"),
+                                           ("exit", "exited with status 3"), ("no_entry", "exited with status")])
+def test_a_dying_worker_is_run_crash_and_is_replaced(runner, libraries, name, message):
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+    before = worker_pid(runner)
+    m = measure(runner, libraries[name])
+    assert m.outcome is Outcome.RUN_CRASH
+    assert message in m.message
+    after = measure(runner, libraries["copy"])
+    assert after.outcome is Outcome.OK, after
+    assert worker_pid(runner) != before, "a fresh worker took over"
+
+
+def test_a_hanging_kernel_is_run_timeout_and_is_killed(runner, libraries):
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+    before = runner._proc
+    m = measure(runner, libraries["hang"], timeout=1.0)
+    assert m.outcome is Outcome.RUN_TIMEOUT
+    assert "1 s" in m.message
+    assert before.poll() is not None, "the hung worker was killed"
+    after = measure(runner, libraries["copy"])
+    assert after.outcome is Outcome.OK, after
+    assert worker_pid(runner) != before.pid
+
+
+def test_an_error_return_is_run_crash_with_halides_message(runner, libraries):
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+    before = worker_pid(runner)
+    m = measure(runner, libraries["error"])
+    assert m.outcome is Outcome.RUN_CRASH
+    assert "error -7" in m.message and "out of bounds (test)" in m.message
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+    assert worker_pid(runner) == before, "an error return does not cost the worker"
+
+
+def test_a_slow_first_call_stops_at_the_cutoff(runner, libraries):
+    m = runner.measure(libraries["copy"], FUNCTION, Protocol(warmup=1, min_calls=50, max_calls=100, min_time=1.0),
+                       cutoff=-1.0, timeout=10.0)
+    assert m.outcome is Outcome.OK and len(m.times) == 1 and "cut-off" in m.message
+
+
+def test_many_faults_in_a_row(runner, libraries):
+    outcomes = [measure(runner, libraries[n], timeout=1.0).outcome
+                for n in ("segfault", "copy", "hang", "segfault", "wrong", "exit", "copy")]
+    assert outcomes == [Outcome.RUN_CRASH, Outcome.OK, Outcome.RUN_TIMEOUT, Outcome.RUN_CRASH,
+                        Outcome.WRONG_RESULT, Outcome.RUN_CRASH, Outcome.OK]
+
+
+def test_close_ends_the_worker(runner, libraries):
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+    proc = runner._proc
+    runner.close()
+    assert proc.poll() is not None
+    assert measure(runner, libraries["copy"]).outcome is Outcome.OK
+
+
+def test_check_compares_within_tolerance():
+    ref = np.array([1.0, -2.0, np.inf], np.float32)
+    assert check(ref.copy(), ref, 1e-6, 1e-6)[0]
+    assert not check(np.array([1.0, -2.0, 5.0], np.float32), ref, 1e-6, 1e-6)[0]
+    assert not check(np.array([1.0, np.nan, np.inf], np.float32), ref, 1e-6, 1e-6)[0]
+    good, error = check(np.array([1.0, -2.5, np.inf], np.float32), ref, 0.0, 0.1)
+    assert not good and error == pytest.approx(0.5)
+
+
+# -- faults of generated code, through the evaluator -------------------------------------
+
+def _shifted(params):
+    """Reads one element past the end of its input: Halide's bounds check fails."""
+    (src,), i, out = params, hl.Var("i"), hl.Func("shifted")
+    out[i] = src[i + 1]
+    return out
+
+
+def _plus_one(params):
+    (src,), i, out = params, hl.Var("i"), hl.Func("plus_one")
+    out[i] = src[i] + 1.0
+    return out
+
+
+def test_an_algorithm_that_disagrees_with_its_reference_is_wrong_result():
+    op = ek.operators.custom("plus_one_bug", [("x", (SIZE,))], (SIZE,), _plus_one, lambda x: x)
+    evaluator, context = prepared(op)
+    try:
+        result = evaluator.evaluate_one(templates(context.space)[0])
+    finally:
+        evaluator.close()
+    assert result.outcome is Outcome.WRONG_RESULT
+    assert result.max_error == pytest.approx(1.0) and result.message
+    with pytest.raises(ek.TuningError, match="wrong_result"):
+        ek.tune(op, budget=3, seed=0)
+
+
+def test_an_out_of_bounds_read_is_run_crash_with_halides_message():
+    op = ek.operators.custom("shifted_bug", [("x", (SIZE,))], (SIZE,), _shifted, lambda x: x)
+    evaluator, context = prepared(op)
+    try:
+        results = evaluator.evaluate([None, templates(context.space)[0]])
+    finally:
+        evaluator.close()
+    for result in results:
+        assert result.outcome is Outcome.RUN_CRASH
+        assert "x" in result.message and "37" in result.message, result.message
+
+
+def test_the_evaluator_survives_a_crash_and_a_hang(tmp_path, runtime):
+    """Through a LocalEvaluator: hand-made artifacts (objects compiled from the C
+    above) are linked and run like generated ones; the crash and the hang are
+    recorded, and the next real candidate is measured."""
+    op = ek.operators.relu((SIZE,))
+    evaluator, context = prepared(op)
+    quick = Protocol(warmup=0, min_calls=1, max_calls=1, min_time=0.0)
+    try:
+        for name, timeout, outcome in (("segfault", 5.0, Outcome.RUN_CRASH), ("hang", 1.0, Outcome.RUN_TIMEOUT),
+                                       ("copy", 5.0, Outcome.WRONG_RESULT)):  # relu is not a copy
+            source, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+            source.write_text(PRELUDE + KERNELS[name] + "\n")
+            subprocess.run(["cc", "-c", "-fPIC", "-O0", "-o", str(obj), str(source)], check=True)
+            artifact = Artifact(obj.read_bytes(), context.target.string, f"# hand-made {name}", 0.0)
+            m = evaluator.measure(artifact, None, timeout, quick)
+            assert m.outcome is outcome, (name, m)
+        result = evaluator.evaluate_one(templates(context.space)[0])
+        assert result.ok, result
+    finally:
+        evaluator.close()
+
+
+def test_an_unlinkable_candidate_is_compile_error(monkeypatch, tmp_path):
+    """A build step that fails (here: no C compiler to link with) is recorded."""
+    name = f"copy_{uuid.uuid4().hex[:8]}"  # a new name: nothing cached can stand in
+
+    def copy(params):
+        (src,), i, out = params, hl.Var("i"), hl.Func(name)
+        out[i] = src[i]
+        return out
+
+    op = ek.operators.custom(name, [("x", (SIZE,))], (SIZE,), copy, lambda x: x)
+    evaluator, context = prepared(op)
+    try:
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        result = evaluator.evaluate_one(templates(context.space)[0])
+        monkeypatch.delenv("CC")
+        assert evaluator.evaluate_one(templates(context.space)[0]).ok
+    finally:
+        evaluator.close()
+    assert result.outcome is Outcome.COMPILE_ERROR
+    assert "no C compiler" in result.message

@@ -1,0 +1,157 @@
+"""Variation: repair keeps every gene in range, and what sampling, mutation and
+crossover make is valid, decodes onto Halide, or fails only as a HalideError."""
+
+from __future__ import annotations
+
+import random
+
+import halide as hl
+import pytest
+from _families import FAMILIES, FAMILY_IDS, seeded, space_of
+
+from evokernel.genome import (INLINE, ROOT, Genome, StageGene, apply, crossover, factors, mutate, random_genome,
+                              repair, templates)
+from evokernel.genome._variation import MAX_UNROLLED_LANES, _max_location
+
+OPERATORS = [op for _, op in FAMILIES]
+
+
+def assert_in_range(space, genome: Genome) -> None:
+    """Every invariant ``repair`` promises."""
+    assert len(genome.stages) == len(space.stages)
+    for stage, g in zip(space.stages, genome.stages):
+        where = f"{stage.name}: {g}"
+        dims = stage.dims
+        assert INLINE <= g.location <= _max_location(space, stage), where
+        if stage.is_output:
+            assert g.location == ROOT, where
+        if g.location == INLINE:
+            assert stage.can_inline, where
+        assert len(g.tiles) == dims, where
+        for (t1, t2), extent in zip(g.tiles, stage.extents):
+            assert 1 <= t2 <= t1 <= extent, where
+        assert sorted(g.order) == list(range(dims)), where
+        assert -1 <= g.vector < dims, where
+        assert g.width >= 1 and g.width & (g.width - 1) == 0, where
+        if g.vector < 0:
+            assert g.width == 1, where
+        assert 0 <= g.parallel <= dims, where
+        assert len(g.unroll) == dims and all(1 <= u <= 16 for u in g.unroll), where
+        product = 1
+        for u in g.unroll:
+            product *= u
+        assert g.width * product <= MAX_UNROLLED_LANES, where
+        assert len(g.rsplit) == len(stage.rvars), where
+        assert all(1 <= f <= e for f, e in zip(g.rsplit, stage.rextents)), where
+        assert 0 <= g.rdepth <= 4 * dims, where
+        assert g.runroll in (0, 1), where
+        if g.runroll:
+            assert g.rsplit and max(g.rsplit) <= 16, where
+
+
+def wild_int(rng: random.Random) -> int:
+    return rng.choice([rng.randint(-3, 3), rng.randint(-10**6, 10**6), rng.randint(0, 70), 2 ** rng.randint(0, 12)])
+
+
+def garbage_genome(space, rng: random.Random) -> Genome:
+    """Anything of the right types: wrong lengths, negative, huge, out of range."""
+    genes = []
+    for _ in range(rng.randint(0, len(space.stages) + 2)):
+        genes.append(StageGene(
+            location=wild_int(rng),
+            tiles=tuple((wild_int(rng), wild_int(rng)) for _ in range(rng.randint(0, 6))),
+            order=tuple(rng.randint(-2, 5) for _ in range(rng.randint(0, 5))),
+            vector=wild_int(rng), width=wild_int(rng), parallel=wild_int(rng),
+            unroll=tuple(wild_int(rng) for _ in range(rng.randint(0, 6))),
+            rsplit=tuple(wild_int(rng) for _ in range(rng.randint(0, 4))),
+            rdepth=wild_int(rng), runroll=wild_int(rng)))
+    return Genome(tuple(genes))
+
+
+@pytest.mark.parametrize("op", OPERATORS, ids=FAMILY_IDS)
+def test_repair_brings_any_genome_in_range(op):
+    space = space_of(op)
+    for seed in range(150):
+        rng = seeded(seed)
+        repaired = repair(space, garbage_genome(space, rng))
+        assert_in_range(space, repaired)
+        assert repair(space, repaired) == repaired, "repair is idempotent"
+
+
+@pytest.mark.parametrize("op", OPERATORS, ids=FAMILY_IDS)
+def test_sampling_mutation_and_crossover_stay_in_range(op):
+    space = space_of(op)
+    for seed in range(60):
+        rng = seeded(seed)
+        a, b = random_genome(space, rng), random_genome(space, rng)
+        children = [a, b, mutate(space, a, rng), mutate(space, b, rng, changes=5), *crossover(space, a, b, rng)]
+        for g in children:
+            assert_in_range(space, g)
+            assert repair(space, g) == g, "variation returns genomes repair leaves alone"
+    for t in templates(space):
+        assert_in_range(space, t)
+
+
+def test_variation_is_reproducible_from_the_seed():
+    space = space_of(FAMILIES[0][1])
+
+    def run(seed):
+        rng = seeded(seed)
+        a, b = random_genome(space, rng), random_genome(space, rng)
+        return [a, b, mutate(space, a, rng), *crossover(space, a, b, rng)]
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_mutation_changes_the_genome_mostly():
+    space = space_of(FAMILIES[0][1])
+    rng = seeded(3)
+    changed = 0
+    for _ in range(100):
+        g = random_genome(space, rng)
+        changed += mutate(space, g, rng) != g
+    assert changed >= 60
+
+
+def test_crossover_children_take_their_genes_from_the_parents():
+    space = space_of(FAMILIES[3][1])  # conv2d: four stages
+    rng = seeded(11)
+    for _ in range(50):
+        a, b = random_genome(space, rng), random_genome(space, rng)
+        for child in crossover(space, a, b, rng):
+            mixed = [i for i in range(len(space.stages)) if child.stages[i] not in (a.stages[i], b.stages[i])]
+            assert len(mixed) <= 1, "stages swap whole, except one whose fields are mixed"
+            for i in mixed:
+                # fields come from a parent; repair may only cut unrolling to fit the width
+                for name in set(StageGene.__dataclass_fields__) - {"unroll", "runroll"}:
+                    assert getattr(child.stages[i], name) in {getattr(a.stages[i], name), getattr(b.stages[i], name)}
+
+
+def test_factors_are_sensible():
+    assert factors(1) == [1]
+    assert factors(3) == [1, 2]
+    assert factors(37) == [1, 2, 4, 8, 16, 32]
+    assert factors(48) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+    assert all(f < 1000 for f in factors(1000))
+
+
+@pytest.mark.parametrize("op", OPERATORS, ids=FAMILY_IDS)
+def test_offspring_decode_onto_fresh_algorithms(op):
+    """Mutants and crossover children of valid genomes apply onto a fresh
+    algorithm; whatever Halide refuses is a HalideError (never another type)."""
+    space = space_of(op)
+    rng = seeded(2024)
+    parents = templates(space) + [random_genome(space, rng) for _ in range(6)]
+    tried = rejected = 0
+    for _ in range(40):
+        a, b = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
+        for child in (mutate(space, a, rng), *crossover(space, a, b, rng)):
+            tried += 1
+            try:
+                code = apply(child, op.algorithm(), space)
+            except hl.HalideError:
+                rejected += 1
+                continue
+            assert isinstance(code, str)
+    assert rejected <= tried // 4, f"Halide rejected {rejected} of {tried} offspring"

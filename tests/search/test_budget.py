@@ -1,0 +1,64 @@
+"""Budgets: what ``tune(budget=...)`` accepts, and what it refuses by name."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from evokernel import Budget, BudgetError
+from evokernel.search import BudgetClock
+
+
+@pytest.mark.parametrize("text, seconds, evaluations", [
+    ("60s", 60.0, None), ("2m", 120.0, None), ("1h", 3600.0, None), ("1.5s", 1.5, None),
+    (" 90 sec ", 90.0, None), ("3min", 180.0, None), ("2M", 120.0, None),
+    (100, None, 100), ("100 evals", None, 100), ("1 eval", None, 1), ("7 evaluations", None, 7),
+    (1.5, 1.5, None),
+])
+def test_parse_accepts(text, seconds, evaluations):
+    budget = Budget.parse(text)
+    assert (budget.seconds, budget.evaluations) == (seconds, evaluations)
+    assert Budget.parse(budget) is budget
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "abc", -1, 0, 0.0, -2.5, True, False, "10 parsecs", "0s", "-5s",
+                                 "5 s s", "1e3", "inf", float("inf"), float("nan"), None, [60], "100 evals 2m",
+                                 "0 evals"])
+def test_parse_rejects_with_budget_error(bad):
+    with pytest.raises(BudgetError) as info:
+        Budget.parse(bad)
+    assert info.value.args[0]  # it says what is wrong
+
+
+def test_budget_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        Budget.parse("soon")
+
+
+def test_a_budget_needs_some_limit():
+    with pytest.raises(BudgetError):
+        Budget()
+    assert Budget(seconds=2.0, evaluations=3) == Budget(2.0, 3)
+
+
+def test_clock_counts_evaluations():
+    clock = Budget(evaluations=3).clock()
+    assert clock.deadline is None and clock.remaining_evaluations() == 3 and not clock.spent()
+    clock.evaluations += 2
+    assert clock.remaining_evaluations() == 1 and not clock.spent()
+    clock.evaluations += 5
+    assert clock.remaining_evaluations() == 0 and clock.spent()
+
+
+def test_clock_runs_out_of_time():
+    clock = BudgetClock(Budget(seconds=0.05), time.monotonic())
+    assert clock.remaining_evaluations() is None and not clock.spent()
+    time.sleep(0.06)
+    assert clock.spent() and clock.elapsed() >= 0.05
+
+
+def test_both_limits_whichever_first():
+    clock = Budget(seconds=3600.0, evaluations=2).clock()
+    clock.evaluations = 2
+    assert clock.spent()

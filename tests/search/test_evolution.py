@@ -1,0 +1,96 @@
+"""The DEAP loop against a real evaluator: budgets, reproducible first
+generation, duplicate rejection."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from _families import FAMILIES, prepared
+
+import evokernel as ek
+from evokernel import Budget
+from evokernel.genome import repair, templates
+from evokernel.search import SearchSettings, evolve
+
+OPS = dict(FAMILIES)
+SMALL = SearchSettings(mu=4, lambda_=4)
+
+
+def run_evolve(op, budget: Budget, seed: int, settings: SearchSettings = SMALL, seeds=()):
+    evaluator, context = prepared(op)
+    clock = budget.clock()
+    batches = []
+
+    def evaluate(genomes, deadline):
+        batches.append(len(genomes))
+        return evaluator.evaluate(genomes, deadline)
+
+    try:
+        history = evolve(context.space, evaluate, clock, random.Random(seed), settings, seeds)
+    finally:
+        evaluator.close()
+    return history, clock, batches, context.space
+
+
+@pytest.mark.parametrize("evaluations", [3, 11])
+def test_stops_at_the_evaluation_budget_exactly(evaluations):
+    history, clock, batches, _ = run_evolve(OPS["relu"], Budget(evaluations=evaluations), seed=1)
+    assert len(history) == evaluations
+    assert clock.evaluations == evaluations
+    assert sum(batches) == evaluations
+    assert all(b <= max(SMALL.mu, SMALL.lambda_) for b in batches)
+    assert any(r.ok for _, r in history)
+
+
+def test_first_generation_is_the_same_for_the_same_seed():
+    """Templates first, then seeded random genomes; the same seed draws the same."""
+    op = OPS["matmul"]
+    settings = SearchSettings(mu=8, lambda_=4)
+    first, _, _, space = run_evolve(op, Budget(evaluations=8), seed=42, settings=settings)
+    second, _, _, _ = run_evolve(op, Budget(evaluations=8), seed=42, settings=settings)
+    other, _, _, _ = run_evolve(op, Budget(evaluations=8), seed=43, settings=settings)
+    genomes = [g for g, _ in first]
+    assert genomes == [g for g, _ in second]
+    count = len(templates(space))
+    assert count < 8
+    assert genomes[:count] == templates(space)
+    assert [g for g, _ in other][:count] == genomes[:count]
+    assert [g for g, _ in other][count:] != genomes[count:], "the random part follows the seed"
+    assert all(repair(space, g) == g for g in genomes)
+
+
+def test_seeds_go_first():
+    op = OPS["matmul"]
+    evaluator, context = prepared(op)
+    evaluator.close()
+    found = templates(context.space)
+    history, _, _, _ = run_evolve(op, Budget(evaluations=3), seed=0, seeds=[found[3]])
+    assert [g for g, _ in history] == [found[3], found[0], found[1]]
+
+
+@pytest.mark.parametrize("name, evaluations", [("relu-tiny", 40), ("matmul-tiny", 30)])
+def test_no_genome_is_evaluated_twice(name, evaluations):
+    """Small spaces make repeats likely; duplicate rejection must still hold."""
+    history, clock, _, _ = run_evolve(OPS[name], Budget(evaluations=evaluations), seed=3)
+    keys = [g.key for g, _ in history]
+    assert len(keys) == evaluations == clock.evaluations
+    assert len(set(keys)) == len(keys)
+    assert [r.genome_key for _, r in history] == keys
+
+
+def test_an_exhausted_space_ends_the_search_without_repeats():
+    """relu on one element has a couple of hundred distinct genomes: the search
+    evaluates each at most once and stops before a larger budget is spent."""
+    op = ek.operators.relu((1,))
+    history, clock, _, _ = run_evolve(op, Budget(evaluations=1000), seed=0, settings=SearchSettings())
+    keys = [g.key for g, _ in history]
+    assert len(set(keys)) == len(keys)
+    assert 50 < len(keys) < 1000 and not clock.spent()
+
+
+def test_time_budget_ends_the_search():
+    history, clock, _, _ = run_evolve(OPS["relu"], Budget(seconds=2.0), seed=5)
+    assert clock.elapsed() < 2.0 + 5.0  # at most one candidate past the deadline
+    assert len(history) >= SMALL.mu
+    assert len({g.key for g, _ in history}) == len(history)

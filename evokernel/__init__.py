@@ -8,7 +8,7 @@
 True
 """
 
-from . import errors, operators
+from . import errors, evaluators, operators
 from .errors import (BudgetError, CacheError, EvokernelError, KernelCallError, NotTunedError,
                      OperatorArgumentError, TargetError, TuningError, UnsupportedDtypeError)
 from .evaluators import Outcome, Result
@@ -23,7 +23,7 @@ from .tuner import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "tune", "load", "load_kernel", "records", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "errors",
+    "tune", "load", "load_kernel", "records", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
     "BudgetError", "TuningError", "CacheError", "NotTunedError", "__version__",
 ]

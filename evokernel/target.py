@@ -63,14 +63,18 @@ class Target:
 
         return self.halide.natural_vector_size(halide_type(dtype))
 
-    def runs_here(self) -> bool:
-        """Whether code for this target can run on this machine's CPU."""
-        host = hl.get_host_target().to_string().split("-")
-        mine = self.string.split("-")
-        if mine[:3] != host[:3] or self.is_gpu:
+    def runs_on(self, host: "Target") -> bool:
+        """Whether code for this target runs on a CPU whose own target is ``host``
+        (same arch, bits and OS; every instruction-set feature present there)."""
+        theirs, mine = host.string.split("-"), self.string.split("-")
+        if mine[:3] != theirs[:3] or self.is_gpu:
             return False
         isa = {f for f in mine[3:] if f.startswith(_ISA_PREFIXES)}
-        return isa <= set(host[3:])
+        return isa <= set(theirs[3:])
+
+    def runs_here(self) -> bool:
+        """Whether code for this target can run on this machine's CPU."""
+        return self.runs_on(Target(hl.get_host_target().to_string()))
 
     def __str__(self) -> str:
         return self.string

@@ -32,15 +32,17 @@ _BASELINE = Protocol(warmup=0, min_calls=1, max_calls=1, min_time=0.0)
 
 
 def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed: int | None = None, *,
-         retune: bool = False, evaluator: "str | Evaluator" = "local", search: SearchSettings | None = None,
+         retune: bool = False, evaluator: "str | Evaluator" = "ray", search: SearchSettings | None = None,
          settings: Settings | None = None, threads: int | None = None, cache_dir=None) -> Kernel:
     """Evolve a fast schedule for ``operator`` on ``target`` within ``budget``.
 
     ``budget`` is a duration (``"60s"``, ``"2m"``), a number of evaluations (``100``)
     or a ``Budget``; ``seed`` makes the search reproducible. A kernel already tuned
     here with at least this budget is returned from the cache unless ``retune``.
-    ``evaluator`` is ``"local"`` (default: kernels run in a killable worker process)
-    or ``"inline"``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``.
+    ``evaluator`` is ``"ray"`` (default: parallel builds on the local Ray instance,
+    started on first use, or on ``$RAY_ADDRESS``), ``"local"`` (no Ray: builds here,
+    kernels timed in a killable worker process), ``"inline"`` (debugging) or an
+    ``Evaluator``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``.
 
     >>> import numpy as np, evokernel as ek
     >>> op = ek.operators.matmul(m=64, n=64, k=64)

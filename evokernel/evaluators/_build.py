@@ -22,13 +22,16 @@ UNSCHEDULED = "unscheduled"  # the genome key that stands for the unscheduled pi
 
 @dataclass(frozen=True)
 class Artifact:
-    """A compiled kernel: an object file without the Halide runtime, for ``target``.
-    Its C entry point is ``FUNCTION`` (and ``FUNCTION + "_argv"``)."""
+    """A compiled kernel: an object file without the Halide runtime, for ``target``
+    (and, when built on Ray, the library linked on the build node, so the runner
+    need not link). Its C entry point is ``FUNCTION`` (and ``FUNCTION + "_argv"``)."""
 
     object_bytes: bytes
     target: str
     schedule: str
     seconds: float
+    library: bytes | None = None  # linked where it was built (Ray builds), against ``runtime``
+    runtime: str = ""
 
 
 class BuildFailure(Exception):

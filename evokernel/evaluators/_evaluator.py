@@ -2,8 +2,10 @@
 
 ``Evaluator`` is the extension point (string factory ``create_evaluator``):
 
-- ``"local"`` (default): builds in this process, checks and times in a worker
-  process that is killed on a timeout and replaced after a crash.
+- ``"local"``: builds in this process, checks and times in a worker process that is
+  killed on a timeout and replaced after a crash.
+- ``"ray"`` (``_ray.RayEvaluator``, the default of ``tune``): builds as parallel Ray
+  tasks, times on a runner actor of the target's node.
 - ``"inline"``: everything in this process, for debugging (a crash in generated
   code ends the process, a hang hangs it).
 """
@@ -32,12 +34,13 @@ from ._runner import Measurement, Protocol, Runner, Task, run_one
 @dataclass
 class Settings:
     """Measurement settings. The run timeout follows the best time found so far:
-    ``max(min_run_timeout, slow_factor * 10 * best)``; a candidate whose first call is
-    ``slow_factor`` times slower than the best is timed once and no more."""
+    ``max(min_run_timeout, slow_factor * 10 * best)``; a candidate whose check call is
+    ``slow_factor`` times slower than the best is timed once and no more (it will
+    not win, and a precise time of a slow kernel costs the search dearly)."""
 
     protocol: Protocol = field(default_factory=Protocol)
-    slow_factor: float = 20.0
-    min_run_timeout: float = 2.0
+    slow_factor: float = 5.0
+    min_run_timeout: float = 1.0
     first_run_timeout: float = 120.0
 
 
@@ -193,7 +196,25 @@ def _result(key: str, m: Measurement, build_seconds: float) -> Result:
                   len(times), m.max_error, m.message, build_seconds)
 
 
-class LocalEvaluator(Evaluator):
+class _BuildsHere(Evaluator):
+    """Builds and links in this process, one genome at a time; subclasses run."""
+
+    def build_batch(self, genomes):
+        return [build_here(self.context, g) for g in genomes]
+
+    def measure(self, artifact, cutoff, timeout, protocol):
+        try:
+            library = self.context.link(artifact)
+        except EvokernelError as error:
+            return Measurement(Outcome.COMPILE_ERROR, message=str(error))
+        return self.run(library, cutoff, timeout, protocol)
+
+    @abc.abstractmethod
+    def run(self, library: Path, cutoff: float | None, timeout: float, protocol: Protocol) -> Measurement:
+        """Check and time a linked kernel library."""
+
+
+class LocalEvaluator(_BuildsHere):
     """Build here; check and time in a killable worker process."""
 
     def __init__(self) -> None:
@@ -205,14 +226,7 @@ class LocalEvaluator(Evaluator):
         super().prepare(context)
         self._runner = Runner(context.task())
 
-    def build_batch(self, genomes):
-        return [build_here(self.context, g) for g in genomes]
-
-    def measure(self, artifact, cutoff, timeout, protocol):
-        try:
-            library = self.context.link(artifact)
-        except EvokernelError as error:
-            return Measurement(Outcome.COMPILE_ERROR, message=str(error))
+    def run(self, library, cutoff, timeout, protocol):
         return self._runner.measure(library, FUNCTION, protocol, cutoff, timeout)
 
     def close(self) -> None:
@@ -221,7 +235,7 @@ class LocalEvaluator(Evaluator):
             self._runner = None
 
 
-class InlineEvaluator(Evaluator):
+class InlineEvaluator(_BuildsHere):
     """Everything in this process (no isolation): for debugging."""
 
     def prepare(self, context: Context) -> None:
@@ -229,14 +243,7 @@ class InlineEvaluator(Evaluator):
         self._task = context.task()
         self._runtime = _native.load_runtime(context.runtime, context.threads)
 
-    def build_batch(self, genomes):
-        return [build_here(self.context, g) for g in genomes]
-
-    def measure(self, artifact, cutoff, timeout, protocol):
-        try:
-            library = self.context.link(artifact)
-        except EvokernelError as error:
-            return Measurement(Outcome.COMPILE_ERROR, message=str(error))
+    def run(self, library, cutoff, timeout, protocol):
         kernel = _native.NativeKernel(library, FUNCTION, self._runtime, self._task.shapes, self._task.dtypes)
         return run_one(kernel, self._task, protocol, cutoff)
 

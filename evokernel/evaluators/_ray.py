@@ -36,13 +36,24 @@ log = logging.getLogger("evokernel")
 
 
 def runner_resources(target: "str | Target" = "host") -> dict[str, float]:
-    """The custom resource a Ray node offers to time kernels for ``target``; pass it
-    to ``ray start --resources`` on the nodes that should run timings.
+    """The custom resource a Ray node offers to time kernels: named after the node's
+    own CPU target, it serves every target that CPU can run. Pass it to
+    ``ray start --resources`` on the nodes that should run timings.
 
     >>> sorted(runner_resources("x86-64-linux-avx2"))
     ['evokernel-runner:x86-64-linux-avx2']
     """
     return {RESOURCE_PREFIX + Target.parse(target).string: 1.0}
+
+
+def runner_resource_for(target: Target, offered: dict) -> str | None:
+    """The runner resource in ``offered`` (a cluster's resources) of a node that can
+    run ``target``, preferring an exact match."""
+    names = [n for n in offered if n.startswith(RESOURCE_PREFIX) and offered[n] >= 1]
+    exact = RESOURCE_PREFIX + target.string
+    if exact in names:
+        return exact
+    return next((n for n in sorted(names) if target.runs_on(Target(n[len(RESOURCE_PREFIX):]))), None)
 
 
 _STARTED_HERE = False
@@ -104,10 +115,19 @@ def _ship_code_by_value(operator) -> None:
 
 def _build_task(context_parts: tuple, genome: Genome | None) -> tuple:
     """Runs in a Ray worker: returns (artifact or None, message, node id)."""
+    import dataclasses
+
+    from ..runtime import _native, _paths
+
     operator, space, target = context_parts
     try:
-        return build(operator, space, genome, target), "", _node_id()
-    except BuildFailure as error:
+        artifact = build(operator, space, genome, target)
+        native = _paths.subdir(_paths.cache_dir(), "native")
+        runtime = _native.runtime_library(target.string, native)
+        library = _native.link_kernel(artifact.object_bytes, runtime, native)
+        artifact = dataclasses.replace(artifact, library=library.read_bytes(), runtime=runtime.name)
+        return artifact, "", _node_id()
+    except (BuildFailure, EvokernelError) as error:
         return None, str(error), _node_id()
 
 
@@ -122,11 +142,14 @@ class _RunnerActor:
         task.runtime, task.threads = str(self.runtime), threads
         self.runner = Runner(task)
 
-    def measure(self, object_bytes: bytes, protocol: Protocol, cutoff, timeout: float) -> tuple:
+    def measure(self, artifact: Artifact, protocol: Protocol, cutoff, timeout: float) -> tuple:
         from ..runtime import _native
 
         try:
-            library = _native.link_kernel(object_bytes, self.runtime, self.native_dir)
+            if artifact.library is not None and artifact.runtime == self.runtime.name:
+                library = _native.install_library(artifact.library, self.native_dir)
+            else:  # linked against another runtime build: link here
+                library = _native.link_kernel(artifact.object_bytes, self.runtime, self.native_dir)
         except EvokernelError as error:
             return Measurement(Outcome.COMPILE_ERROR, message=str(error)), _node_id()
         return self.runner.measure(library, FUNCTION, protocol, cutoff, timeout), _node_id()
@@ -154,10 +177,11 @@ class RayEvaluator(Evaluator):
         self.close()
         super().prepare(context)
         ray = ensure_ray(self.address)
-        resource = next(iter(runner_resources(context.target)))
-        if ray.cluster_resources().get(resource, 0) < 1:
+        resource = runner_resource_for(context.target, ray.cluster_resources())
+        if resource is None:
+            wanted = next(iter(runner_resources(context.target)))
             raise TargetError(f"no Ray node offers a runner for {context.target.string} "
-                              f"(start one with: ray start --resources='{{\"{resource}\": 1}}')")
+                              f"(start one with: ray start --resources='{{\"{wanted}\": 1}}')")
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
         _ship_code_by_value(context.operator)
@@ -199,7 +223,7 @@ class RayEvaluator(Evaluator):
     def measure(self, artifact: Artifact, cutoff, timeout: float, protocol: Protocol) -> Measurement:
         ray = self._ray
         try:
-            m, node = ray.get(self._actor.measure.remote(artifact.object_bytes, protocol, cutoff, timeout),
+            m, node = ray.get(self._actor.measure.remote(artifact, protocol, cutoff, timeout),
                               timeout=timeout + 60)
         except Exception as error:  # the runner actor itself was lost: replace it
             log.warning("runner actor lost (%s); starting a new one", type(error).__name__)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -26,14 +27,14 @@ from ._result import Outcome
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a kernel is timed: ``warmup`` calls, then batches of calls until
-    ``min_time`` seconds are measured (at least ``min_calls``, at most ``max_calls``).
-    A first call slower than the cut-off ends the measurement at one sample."""
+    """How a kernel is timed: after the (timed) check call, ``warmup`` untimed calls,
+    then batches of calls until ``min_time`` seconds are measured (at least
+    ``min_calls``, at most ``max_calls``); the median is the kernel's time."""
 
     warmup: int = 1
     min_calls: int = 3
     max_calls: int = 200
-    min_time: float = 0.05
+    min_time: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -140,22 +141,27 @@ def check(output: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -
 
 
 def run_one(kernel, task: Task, protocol: Protocol, cutoff: float | None) -> Measurement:
-    """Check ``kernel`` once on the task's inputs, then time it."""
+    """Check ``kernel`` once on the task's inputs, then time it. The check call is
+    timed too: a kernel already slower than ``cutoff`` there is not timed further
+    (its one sample is enough to know it will not win)."""
     from ..errors import KernelRuntimeError
 
     output = np.full(task.shapes[-1], np.nan, dtype=task.dtypes[-1])
     arrays = [*task.inputs, output]
+    start = time.perf_counter()
     try:
         kernel(arrays)
     except KernelRuntimeError as error:
         return Measurement(Outcome.RUN_CRASH, message=str(error))
+    check_seconds = time.perf_counter() - start
     good, error = check(output, task.reference, task.rtol, task.atol)
     if not good:
         return Measurement(Outcome.WRONG_RESULT, max_error=error,
                            message=f"max abs error {error:.3g} exceeds tolerance")
-    times = list(kernel.time(arrays, max(1, protocol.warmup)))
-    if cutoff is not None and times[-1] > cutoff:
-        return Measurement(Outcome.OK, (times[-1],), error, "stopped early: slower than the cut-off")
+    if cutoff is not None and check_seconds > cutoff:
+        return Measurement(Outcome.OK, (check_seconds,), error, "timed once: slower than the cut-off")
+    if protocol.warmup:
+        kernel.time(arrays, protocol.warmup)
     measured: list[float] = []
     batch = max(protocol.min_calls, 1)
     while True:

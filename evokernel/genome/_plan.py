@@ -49,11 +49,14 @@ class StagePlan:
     @property
     def loops(self) -> list[Loop]:
         """The loops other stages may be computed at: those of the last definition,
-        less its vector lanes (Halide code computed inside a vectorised loop crashes)."""
+        less its vector lanes (Halide code computed inside a vectorised loop crashes)
+        and unrolled loops (the producer's code would be copied once per unrolled
+        iteration: compiles of half a minute, for no gain)."""
         if not self.definitions:
             return []
         last = self.definitions[-1]
-        return [l for l in last.loops if ("vectorize", l.name) not in last.directives]
+        excluded = {d[1] for d in last.directives if d[0] in ("vectorize", "unroll")}
+        return [l for l in last.loops if l.name not in excluded]
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:

@@ -109,8 +109,19 @@ def link_kernel(object_bytes: bytes, runtime: Path, directory: Path) -> Path:
         obj, lib = Path(tmp, "kernel.o"), Path(tmp, "kernel.so")
         obj.write_bytes(object_bytes)
         _run([compiler(), "-shared", "-o", str(lib), str(obj), f"-L{runtime.parent}", f"-l:{runtime.name}",
-              f"-Wl,-rpath,{runtime.parent}"])
+              "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{runtime.parent}"])
         os.replace(lib, path)
+    return path
+
+
+def install_library(library_bytes: bytes, directory: Path) -> Path:
+    """Write a kernel library linked elsewhere into ``directory``, beside a runtime
+    of the same name (its ``$ORIGIN`` rpath finds it there)."""
+    path = directory / f"kernel_{hashlib.sha256(library_bytes).hexdigest()[:24]}.so"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".")
+    with os.fdopen(fd, "wb") as f:
+        f.write(library_bytes)
+    os.replace(tmp, path)
     return path
 
 

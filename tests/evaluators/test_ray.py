@@ -77,7 +77,7 @@ def test_inline_and_ray_agree_on_correctness(local_ray, op):
 def test_a_target_no_node_can_run_is_refused(local_ray):
     op = ek.operators.relu(8)
     ctx = context(op)
-    ctx.target = ek.Target.parse("x86-64-linux-avx2")
+    ctx.target = ek.Target.parse("arm-64-linux")
     with pytest.raises(ek.TargetError, match="no Ray node offers a runner"):
         RayEvaluator().prepare(ctx)
 
@@ -252,3 +252,15 @@ def test_builds_spread_over_both_nodes_and_timings_stay_on_the_runner_node(two_n
     assert len(results) == 12 and any(r.ok for r in results)
     assert len(set(evaluator.build_nodes)) == 2, "builds should land on both nodes"
     assert set(evaluator.timing_nodes) == {runner_node}, "timings only where the runner resource is"
+
+
+def test_a_node_runner_serves_every_target_its_cpu_runs():
+    from evokernel.evaluators._ray import runner_resource_for
+
+    host = ek.Target.parse("host")
+    host_res, avx2_res = next(iter(runner_resources(host))), next(iter(runner_resources("x86-64-linux-avx2")))
+    offered = {"CPU": 2.0, host_res: 1.0}
+    assert runner_resource_for(ek.Target.parse("x86-64-linux-avx2"), offered) == host_res
+    assert runner_resource_for(ek.Target.parse("x86-64-linux-avx2"), {**offered, avx2_res: 1.0}) == avx2_res
+    assert runner_resource_for(ek.Target.parse("arm-64-linux"), offered) is None
+    assert runner_resource_for(host, {"CPU": 2.0}) is None

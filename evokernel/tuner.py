@@ -38,7 +38,8 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
 
     ``budget`` is a duration (``"60s"``, ``"2m"``), a number of evaluations (``100``)
     or a ``Budget``; ``seed`` makes the search reproducible. A kernel already tuned
-    here with at least this budget is returned from the cache unless ``retune``.
+    here with at least this budget is returned from the cache; a larger budget tunes
+    on from the recorded evaluations; ``retune=True`` searches afresh.
     ``evaluator`` is ``"ray"`` (default: parallel builds on the local Ray instance,
     started on first use, or on ``$RAY_ADDRESS``), ``"local"`` (no Ray: builds here,
     kernels timed in a killable worker process), ``"inline"`` (debugging) or an
@@ -74,7 +75,8 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     ev.prepare(context)
     try:
         baseline = ev.evaluate_one(None, _BASELINE)
-        history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings())
+        history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
+                          resume=not retune)
         winner, result = _choose(ev, history)
         winner_object = ev.artifact(winner).object_bytes
     finally:
@@ -90,10 +92,13 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
 
 
 def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,
-            clock: BudgetClock, seed: int, search: SearchSettings) -> list[tuple[Genome, Result]]:
-    """Run the evolution, reusing trusted records and recording every new result."""
-    known: dict[str, tuple[Genome, Result]] = {
-        r.genome.key: (r.genome, r.result) for r in records.find(operator.key, target.string, trusted_only=True)}
+            clock: BudgetClock, seed: int, search: SearchSettings, resume: bool) -> list[tuple[Genome, Result]]:
+    """Run the evolution, recording every new result; with ``resume``, reuse the
+    trusted records (their genomes are neither rebuilt nor re-timed)."""
+    known: dict[str, tuple[Genome, Result]] = {}
+    if resume:
+        known = {r.genome.key: (r.genome, r.result)
+                 for r in records.find(operator.key, target.string, trusted_only=True)}
     run_id = uuid.uuid4().hex
     if known:
         log.info("%s: resuming from %d recorded evaluations", operator.key, len(known))

@@ -264,3 +264,11 @@ def test_records_rows_are_flat_and_trusted(cache):
     assert {"outcome", "time_ms", "genome", "machine", "halide_version", "created"} <= set(row)
     assert json.loads(row["genome"])["stages"]
     assert ek.records(ek.operators.relu(999), cache_dir=cache) == []
+
+
+def test_retune_searches_afresh_and_keeps_the_old_records(cache):
+    op = ek.operators.relu((5, 40))
+    ek.tune(op, budget=3, seed=0, cache_dir=cache)
+    ek.tune(op, budget=3, seed=0, cache_dir=cache, retune=True)
+    found = rows(cache, op.key)
+    assert len(found) == 6, "retune measures again and appends; nothing is lost"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from typing import Callable, Sequence
 
@@ -102,7 +103,8 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
     population = run(first)
 
     while population and not clock.spent():
-        offspring = [fresh(lambda: _offspring(tb, population, rng, settings)) for _ in range(settings.lambda_)]
+        breed = partial(_offspring, tb, population, rng, settings)
+        offspring = [fresh(breed) for _ in range(settings.lambda_)]
         born = run([g for g in offspring if g is not None])
         if not born:
             break

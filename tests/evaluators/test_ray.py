@@ -160,7 +160,6 @@ class FaultInjectingEvaluator(RayEvaluator):
     def build_batch(self, genomes):
         if not self.killed:
             threading.Thread(target=self._kill_a_build_worker, daemon=True).start()
-        slow = [g for g in genomes if g is not None and self.faults.get(g.key) == "slow_compile"]
         real = super().build_batch(genomes)
         out = []
         for genome, built in zip(genomes, real):

@@ -72,8 +72,8 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     context = Context(operator, target, space, threads, root, seed, settings or Settings())
     records = Records(root / "records.sqlite3")
     ev = create_evaluator(evaluator)
-    ev.prepare(context)
     try:
+        ev.prepare(context)
         baseline = ev.evaluate_one(None, _BASELINE)
         history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
                           resume=not retune)

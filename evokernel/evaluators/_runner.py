@@ -25,11 +25,12 @@ from ._result import Outcome
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a kernel is timed: after the (timed) check call, ``warmup`` untimed calls,
-    then batches of calls until ``min_time`` seconds are measured (at least
+    """How a kernel is timed: the check call comes first and is the warm-up (code,
+    caches and the output buffer are hot after it); then ``warmup`` further untimed
+    calls, then batches of calls until ``min_time`` seconds are measured (at least
     ``min_calls``, at most ``max_calls``); the median is the kernel's time."""
 
-    warmup: int = 1
+    warmup: int = 0
     min_calls: int = 3
     max_calls: int = 200
     min_time: float = 0.03

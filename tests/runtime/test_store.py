@@ -105,10 +105,24 @@ def test_two_processes_tune_into_one_cache_and_keep_all_records(cache):
 def test_tuned_operator_returns_at_once_in_a_fresh_process(cache):
     tune_in_subprocess(cache, 32, 32, 32, budget=6)
     count = len(rows(cache))
+    native = sorted(p.name for p in (cache / "native").iterdir())
     again = tune_in_subprocess(cache, 32, 32, 32, budget=6)
     assert float(again["seconds"]) < 1.0
     assert again["ray"] == "False"
     assert len(rows(cache)) == count, "the cached kernel should not evaluate anything"
+    assert sorted(p.name for p in (cache / "native").iterdir()) == native, "nothing compiled or linked"
+
+
+def test_records_of_another_machine_are_kept_but_not_trusted(cache):
+    op = ek.operators.relu((4, 33))
+    ek.tune(op, budget=3, seed=0, cache_dir=cache)
+    db = sqlite3.connect(cache / "records.sqlite3")
+    db.execute("UPDATE evaluations SET machine = 'another-machine'")
+    db.commit()
+    db.close()
+    ek.tune(op, budget=4, seed=0, cache_dir=cache)  # nothing trusted to resume from
+    found = ek.records(op, cache_dir=cache)
+    assert [r["trusted"] for r in found] == [False] * 3 + [True] * 4
 
 
 def test_a_larger_budget_tunes_on_from_the_records(cache):

@@ -30,7 +30,7 @@ OPERATORS = {
 
 def unscheduled(op, target: ek.Target, threads: int) -> _native.NativeKernel:
     space = ScheduleSpace.from_algorithm(op.algorithm(), target.natural_vector_size(op.dtype), threads)
-    native_dir = _paths.subdir(_paths.cache_dir(), "native")
+    native_dir = _paths.native_dir(_paths.cache_dir())
     runtime = _native.runtime_library(target.string, native_dir)
     library = _native.link_kernel(build(op, space, None, target).object_bytes, runtime, native_dir)
     specs = (*op.inputs, op.output)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .errors import TargetError, TuningError
 from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
-from .genome import Genome, ScheduleSpace, schedule_code
+from .genome import Genome, ScheduleSpace
 from .operators import Operator
 from .runtime import _paths, _store
 from .runtime._kernel import Kernel, TuningStats
@@ -78,7 +78,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
                           resume=not retune)
         winner, result = _choose(ev, history)
-        winner_object = ev.artifact(winner).object_bytes
+        artifact = ev.artifact(winner)
     finally:
         ev.close()
         records.close()
@@ -86,9 +86,8 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         time=result.time, spread=result.spread or 0.0, baseline=baseline.time if baseline.ok else None,
         history=tuple(_best_so_far(history)), outcomes=dict(Counter(r.outcome.value for _, r in history)),
         elapsed=clock.elapsed(), budget=_budget_text(budget), seed=seed)
-    schedule = schedule_code(winner, operator.algorithm(), space)
-    meta = _store.kernel_meta(operator, target, winner, schedule, stats, budget)
-    return _store.store(root, meta, winner_object, operator, threads)
+    meta = _store.kernel_meta(operator, target, winner, artifact.schedule, stats, budget)
+    return _store.store(root, meta, artifact.object_bytes, operator, threads)
 
 
 def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,

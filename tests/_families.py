@@ -50,6 +50,20 @@ def seeded(seed) -> random.Random:
     return random.Random(seed)
 
 
+def random_draws(seeds=(0, 1, 2)) -> list[list]:
+    """[family, seed, key, JSON] of the random genome each seed draws per family:
+    the same in every process."""
+    from evokernel.genome import random_genome
+
+    out = []
+    for name, op in FAMILIES:
+        space = space_of(op, lanes=16, threads=2)
+        for seed in seeds:
+            g = random_genome(space, seeded(seed))
+            out.append([name, seed, g.key, g.to_json()])
+    return out
+
+
 def fresh_inputs(op, seed: int) -> list[np.ndarray]:
     """Inputs the tuner never saw (it draws from seeds 0..n), scaled a little."""
     rng = np.random.default_rng(10_000 + seed)

@@ -20,6 +20,11 @@ FUNCTION = "evokernel_kernel"
 UNSCHEDULED = "unscheduled"  # the genome key that stands for the unscheduled pipeline
 
 
+def genome_key(genome: Genome | None) -> str:
+    """The key results carry: the genome's, or ``UNSCHEDULED`` for ``None``."""
+    return genome.key if genome is not None else UNSCHEDULED
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A compiled kernel: an object file without the Halide runtime, for ``target``

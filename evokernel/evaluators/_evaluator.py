@@ -26,7 +26,7 @@ from ..genome import Genome, ScheduleSpace
 from ..operators import Operator
 from ..runtime import _native, _paths
 from ..target import Target
-from ._build import FUNCTION, UNSCHEDULED, Artifact, BuildFailure, build
+from ._build import FUNCTION, Artifact, BuildFailure, build, genome_key
 from ._result import Outcome, Result
 from ._runner import Measurement, Protocol, Runner, Task, run_one
 
@@ -60,7 +60,7 @@ class Context:
         rng = np.random.default_rng(self.seed)
         self.inputs = self.operator.random_inputs(rng)
         self.reference = np.asarray(self.operator.reference(*self.inputs), dtype=self.operator.dtype)
-        self.native_dir = _paths.subdir(self.cache, "native")
+        self.native_dir = _paths.native_dir(self.cache)
         self.runtime = _native.runtime_library(self.target.string, self.native_dir)
 
     def task(self) -> Task:
@@ -83,14 +83,17 @@ class Evaluator(abc.ABC):
     """
 
     parallelism: int = 1
+    #: Artifacts of the fastest candidates kept in memory (for retiming and the
+    #: winner); any other is rebuilt on request, so a long search stays small.
+    keep: int = 3
 
     def __init__(self) -> None:
         self.context: Context | None = None
         self.best: float | None = None
-        self.artifacts: dict[str, Artifact] = {}
+        self._fastest: dict[str, tuple[float, Artifact]] = {}
 
     def prepare(self, context: Context) -> None:
-        self.context, self.best, self.artifacts = context, None, {}
+        self.context, self.best, self._fastest = context, None, {}
 
     @abc.abstractmethod
     def build_batch(self, genomes: list[Genome | None]) -> list["Artifact | Result"]:
@@ -107,9 +110,9 @@ class Evaluator(abc.ABC):
         """Evaluate genomes in order, stopping early once ``deadline`` (a
         ``time.monotonic()`` value) has passed; ``on_result`` sees each result as
         soon as it exists (the records write it there)."""
-        genomes, results = list(genomes), []
-        for start in range(0, len(genomes), max(1, self.parallelism)):
-            chunk = genomes[start:start + max(1, self.parallelism)]
+        genomes, results, step = list(genomes), [], max(1, self.parallelism)
+        for start in range(0, len(genomes), step):
+            chunk = genomes[start:start + step]
             for genome, built in zip(chunk, self.build_batch(chunk)):
                 if deadline is not None and results and time.monotonic() > deadline:
                     return results
@@ -131,23 +134,28 @@ class Evaluator(abc.ABC):
         else:
             cutoff = settings.slow_factor * self.best
             timeout = max(settings.min_run_timeout, 10 * cutoff)
-        key = genome.key if genome is not None else UNSCHEDULED
+        key = genome_key(genome)
         result = _result(key, self.measure(built, cutoff, timeout, protocol or settings.protocol), built.seconds)
         if result.ok and genome is not None:
-            self.artifacts[key] = built
+            self._remember(key, result.time, built)
             if self.best is None or result.time < self.best:
                 self.best = result.time
         return result
 
+    def _remember(self, key: str, seconds: float, artifact: Artifact) -> None:
+        self._fastest[key] = (seconds, artifact)
+        if len(self._fastest) > self.keep:
+            del self._fastest[max(self._fastest, key=lambda k: self._fastest[k][0])]
+
     def artifact(self, genome: Genome) -> Artifact:
-        """The artifact of ``genome``, built now if this evaluator has not built it
-        (a candidate known from the records); raises ``BuildFailure``."""
-        if genome.key not in self.artifacts:
+        """The artifact of ``genome``: kept from the search if it was among the
+        fastest, else built now (and kept); raises ``BuildFailure``."""
+        if genome.key not in self._fastest:
             built = self.build_batch([genome])[0]
             if isinstance(built, Result):
                 raise BuildFailure(built.message)
-            self.artifacts[genome.key] = built
-        return self.artifacts[genome.key]
+            self._fastest[genome.key] = (float("-inf"), built)  # asked for by name: never evicted
+        return self._fastest[genome.key][1]
 
     def retime(self, genomes: list[Genome], rounds: int = 3) -> dict[str, Result]:
         """Time candidates again, side by side (interleaved rounds), so that a lucky
@@ -183,7 +191,7 @@ def build_here(context: Context, genome: Genome | None) -> "Artifact | Result":
     try:
         return build(context.operator, context.space, genome, context.target)
     except BuildFailure as error:
-        return Result(genome.key if genome is not None else UNSCHEDULED, Outcome.COMPILE_ERROR, message=str(error))
+        return Result(genome_key(genome), Outcome.COMPILE_ERROR, message=str(error))
 
 
 def _result(key: str, m: Measurement, build_seconds: float) -> Result:

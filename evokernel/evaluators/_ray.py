@@ -21,11 +21,12 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 
 from ..errors import EvokernelError, TargetError
 from ..genome import Genome
 from ..target import Target
-from ._build import FUNCTION, UNSCHEDULED, Artifact, BuildFailure, build
+from ._build import FUNCTION, Artifact, BuildFailure, build, genome_key
 from ._evaluator import Context, Evaluator
 from ._result import Outcome, Result
 from ._runner import Measurement, Protocol, Runner, Task
@@ -112,17 +113,24 @@ def _ship_code_by_value(operator) -> None:
                 pass
 
 
+def _node_runtime(target: str) -> tuple[Path, Path]:
+    """This node's directory of compiled code and its runtime library for ``target``."""
+    from ..runtime import _native, _paths
+
+    native = _paths.native_dir(_paths.cache_dir())
+    return native, _native.runtime_library(target, native)
+
+
 def _build_task(context_parts: tuple, genome: Genome | None) -> tuple:
     """Runs in a Ray worker: returns (artifact or None, message, node id)."""
     import dataclasses
 
-    from ..runtime import _native, _paths
+    from ..runtime import _native
 
     operator, space, target = context_parts
     try:
         artifact = build(operator, space, genome, target)
-        native = _paths.subdir(_paths.cache_dir(), "native")
-        runtime = _native.runtime_library(target.string, native)
+        native, runtime = _node_runtime(target.string)
         library = _native.link_kernel(artifact.object_bytes, runtime, native)
         artifact = dataclasses.replace(artifact, library=library.read_bytes(), runtime=runtime.name)
         return artifact, "", _node_id()
@@ -134,10 +142,7 @@ class _RunnerActor:
     """Checks and times kernels on one node, in a killable worker process."""
 
     def __init__(self, task: Task, target: str, threads: int):
-        from ..runtime import _native, _paths
-
-        self.native_dir = _paths.subdir(_paths.cache_dir(), "native")
-        self.runtime = _native.runtime_library(target, self.native_dir)
+        self.native_dir, self.runtime = _node_runtime(target)
         task.runtime, task.threads = str(self.runtime), threads
         self.runner = Runner(task)
 
@@ -205,7 +210,7 @@ class RayEvaluator(Evaluator):
             ray.cancel(ref, force=True)
         out = []
         for genome, ref in zip(genomes, refs):
-            key = genome.key if genome is not None else UNSCHEDULED
+            key = genome_key(genome)
             if ref in pending:
                 out.append(Result(key, Outcome.COMPILE_TIMEOUT,
                                   message=f"build still running after {self.compile_timeout:g} s"))

@@ -25,12 +25,13 @@ def from_dict(data: dict) -> Operator:
     family = data.get("family") if isinstance(data, dict) else None
     if family not in _FAMILIES:
         raise ValueError(f"cannot rebuild operator family {family!r} (custom operators carry code, not data)")
-    args = {k: tuple(_tuples(v)) if isinstance(v, list) else v for k, v in data.get("args", {}).items()}
+    args = {k: _tuple(v) for k, v in data.get("args", {}).items()}
     return _FAMILIES[family](**args)
 
 
-def _tuples(values: list):
-    return (tuple(_tuples(v)) if isinstance(v, list) else v for v in values)
+def _tuple(value):
+    """JSON lists back to the tuples operators hold."""
+    return tuple(_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 __all__ = [

@@ -204,17 +204,11 @@ class Operator(abc.ABC):
 
     def to_dict(self) -> dict:
         """The operator's family and arguments as JSON-ready data (see ``from_dict``)."""
-        args = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.compare}
+        args = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
         return {"family": self.family, "args": args}
 
     def __str__(self) -> str:
         return self.key
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _key_value(value) -> str:

@@ -24,27 +24,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..errors import CacheError
-from ._paths import check_private, subdir
+from ._paths import check_private, subdir, write_atomic
 
 BUNDLE_FORMAT = 1
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, whole."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -96,10 +82,10 @@ class KernelCache:
         try:
             check_private(directory)
             meta = json.loads((directory / "meta.json").read_text())
-            if meta.get("operator") != operator_key or meta.get("target") != target:
+            if (meta.get("operator") != operator_key or meta.get("target") != target
+                    or not {"kernel.o", "kernel.so"} <= set(meta.get("checksums", ()))):
                 return None
-            meta["checksums"]["kernel.o"], meta["checksums"]["kernel.so"]  # noqa: B018 - shape check
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (FileNotFoundError, ValueError, TypeError):
             return None
         return Entry(directory, meta)
 
@@ -117,8 +103,7 @@ class KernelCache:
 
     def repair(self, entry: Entry, object_bytes: bytes, library: Path) -> None:
         """Rewrite an entry's files from a rebuilt object and its fresh library."""
-        self.store(entry.meta, object_bytes, library)
-        entry.meta = json.loads((entry.directory / "meta.json").read_text())
+        entry.meta = self.store(entry.meta, object_bytes, library).meta
 
 
 # -- bundles ---------------------------------------------------------------------------

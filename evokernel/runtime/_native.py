@@ -26,6 +26,7 @@ import numpy as np
 from filelock import FileLock
 
 from ..errors import BuildError, KernelRuntimeError
+from ._paths import write_atomic
 
 _TYPE_CODES = {"i": 0, "u": 1, "f": 2}  # halide_type_code_t
 
@@ -81,22 +82,33 @@ def _run(cmd: list[str]) -> None:
 
 def runtime_library(target: str, directory: Path) -> Path:
     """Build (once, under a file lock) the shared Halide runtime + shim for ``target``."""
+    path = directory / _runtime_name(target)
+    if path.exists():  # the common case: built by an earlier call or process (written atomically)
+        return path
     import halide as hl
 
-    shim = resources.files(__package__).joinpath("_shim.c").read_text()
-    digest = hashlib.sha256(f"{target}\n{metadata.version('halide')}\n{shim}".encode()).hexdigest()[:16]
-    path = directory / f"libevokernel_runtime_{digest}.so"
     with FileLock(str(path) + ".lock"):
         if path.exists():
             return path
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             runtime_obj, shim_src, lib = Path(tmp, "runtime.o"), Path(tmp, "shim.c"), Path(tmp, path.name)
             hl.compile_standalone_runtime(str(runtime_obj), hl.Target(target))
-            shim_src.write_text(shim)
+            shim_src.write_text(_shim_source())
             _run([compiler(), "-shared", "-fPIC", "-O2", "-o", str(lib), str(shim_src), str(runtime_obj),
                   f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
             os.replace(lib, path)
     return path
+
+
+def _shim_source() -> str:
+    return resources.files(__package__).joinpath("_shim.c").read_text()
+
+
+@lru_cache(maxsize=None)
+def _runtime_name(target: str) -> str:
+    """The runtime library's file name: it changes with the target, Halide and the shim."""
+    text = f"{target}\n{metadata.version('halide')}\n{_shim_source()}"
+    return f"libevokernel_runtime_{hashlib.sha256(text.encode()).hexdigest()[:16]}.so"
 
 
 def link_kernel(object_bytes: bytes, runtime: Path, directory: Path) -> Path:
@@ -118,10 +130,7 @@ def install_library(library_bytes: bytes, directory: Path) -> Path:
     """Write a kernel library linked elsewhere into ``directory``, beside a runtime
     of the same name (its ``$ORIGIN`` rpath finds it there)."""
     path = directory / f"kernel_{hashlib.sha256(library_bytes).hexdigest()[:24]}.so"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".")
-    with os.fdopen(fd, "wb") as f:
-        f.write(library_bytes)
-    os.replace(tmp, path)
+    write_atomic(path, library_bytes)
     return path
 
 

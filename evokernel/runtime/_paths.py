@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -30,6 +31,25 @@ def subdir(root: Path, name: str) -> Path:
     path.mkdir(mode=0o700, exist_ok=True)
     check_private(path)
     return path
+
+
+def native_dir(root: Path) -> Path:
+    """Where compiled code lives in the cache ``root``: runtimes and kernel libraries."""
+    return subdir(root, "native")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_private(path: Path) -> None:

@@ -10,6 +10,7 @@ are kept, but only rows of this machine and version are trusted for timing.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import sqlite3
@@ -158,7 +159,7 @@ class Records:
 
 
 def _finite(value: float | None) -> float | None:
-    return None if value is None or value != value or value in (float("inf"), float("-inf")) else value
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _record(row: dict) -> Record:

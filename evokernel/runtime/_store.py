@@ -31,15 +31,11 @@ def kernel_meta(operator: Operator, target: Target, genome: Genome, schedule: st
             "halide_version": halide_version, "evokernel_version": evokernel_version, "created": time.time()}
 
 
-def _native_dir(root: Path) -> Path:
-    return _paths.subdir(root, "native")
-
-
 def store(root: Path, meta: dict, object_bytes: bytes, operator: Operator, threads: int | None = None) -> Kernel:
     """Put a winner in the cache and return it as a Kernel loaded from there."""
     target = Target.parse(meta["target"])
-    runtime = _native.runtime_library(target.string, _native_dir(root))
-    library = _native.link_kernel(object_bytes, runtime, _native_dir(root))
+    runtime = _native.runtime_library(target.string, _paths.native_dir(root))
+    library = _native.link_kernel(object_bytes, runtime, _paths.native_dir(root))
     entry = KernelCache(root).store(meta, object_bytes, library)
     return Kernel(entry.meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator,
                   FUNCTION)
@@ -53,7 +49,7 @@ def from_entry(root: Path, operator: Operator, entry: Entry, threads: int | None
     """The Kernel of a cache entry: loaded as is when its files check out; an object
     that fails its checksum is rebuilt from the genome, a library relinked."""
     target = Target.parse(entry.meta["target"])
-    runtime = _native.runtime_library(target.string, _native_dir(root))
+    runtime = _native.runtime_library(target.string, _paths.native_dir(root))
     object_bytes = entry.verified_object()
     rebuilt = object_bytes is None
     if rebuilt:
@@ -62,7 +58,7 @@ def from_entry(root: Path, operator: Operator, entry: Entry, threads: int | None
                                              threads or default_threads())
         object_bytes = build(operator, space, Genome.from_dict(entry.meta["genome"]), target).object_bytes
     if rebuilt or not entry.library_intact():
-        KernelCache(root).repair(entry, object_bytes, _native.link_kernel(object_bytes, runtime, _native_dir(root)))
+        KernelCache(root).repair(entry, object_bytes, _native.link_kernel(object_bytes, runtime, _paths.native_dir(root)))
     return Kernel(entry.meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator,
                   FUNCTION)
 
@@ -100,8 +96,8 @@ def load_kernel(path, cache_dir=None, threads: int | None = None) -> Kernel:
 
         raise TargetError(f"bundle {path} was built for {target.string}, which cannot run on this machine")
     root = _paths.cache_dir(cache_dir)
-    runtime = _native.runtime_library(target.string, _native_dir(root))
-    library = _native.link_kernel(object_bytes, runtime, _native_dir(root))
+    runtime = _native.runtime_library(target.string, _paths.native_dir(root))
+    library = _native.link_kernel(object_bytes, runtime, _paths.native_dir(root))
     try:
         operator = from_dict(meta["operator_args"])
     except (ValueError, TypeError, KeyError):

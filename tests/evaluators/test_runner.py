@@ -64,7 +64,7 @@ KERNELS = {
 
 @pytest.fixture(scope="module")
 def runtime() -> str:
-    native = _paths.subdir(_paths.cache_dir(), "native")
+    native = _paths.native_dir(_paths.cache_dir())
     return str(_native.runtime_library(Target.parse("host").string, native))
 
 

@@ -10,7 +10,8 @@ True
 
 from . import errors, evaluators, operators
 from .errors import (BudgetError, CacheError, EvokernelError, KernelCallError, NotTunedError,
-                     OperatorArgumentError, TargetError, TuningError, UnsupportedDtypeError)
+                     OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
+                     UnsupportedDtypeError)
 from .evaluators import Outcome, Result
 from .genome import Genome
 from .runtime import Kernel
@@ -25,5 +26,5 @@ __version__ = "0.1.0"
 __all__ = [
     "tune", "load", "load_kernel", "records", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
-    "BudgetError", "TuningError", "CacheError", "NotTunedError", "__version__",
+    "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "__version__",
 ]

@@ -28,6 +28,10 @@ class BudgetError(EvokernelError, ValueError):
     """A tuning budget that cannot be understood (``"60s"``, ``"2m"``, ``100``)."""
 
 
+class SearchSettingsError(EvokernelError, ValueError):
+    """Search settings that make no sense (an unknown strategy, an empty population)."""
+
+
 class BuildError(EvokernelError, RuntimeError):
     """Compiling or linking generated code failed outside of the search
     (during the search, failures are recorded, never raised)."""

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from deap import base, creator, tools
 
+from ..errors import SearchSettingsError
 from ..evaluators import Result
 from ..genome import Genome, ScheduleSpace, crossover, mutate, random_genome, templates
 from ._budget import BudgetClock
@@ -29,7 +30,15 @@ EvaluateBatch = Callable[[Sequence[Genome], "float | None"], list[Result]]
 class SearchSettings:
     """Population size ``mu``, offspring per generation ``lambda_``, tournament size,
     probability that an offspring comes from crossover (else from mutation alone),
-    and the share of fresh random immigrants per generation."""
+    and the share of fresh random immigrants per generation.
+
+    ``strategy="random"`` replaces evolution by random search (batches of
+    ``lambda_`` fresh random genomes, no templates, no seeds): the baseline that
+    shows what evolution adds.
+
+    >>> SearchSettings(strategy="random").strategy
+    'random'
+    """
 
     mu: int = 16
     lambda_: int = 16
@@ -37,6 +46,20 @@ class SearchSettings:
     crossover_rate: float = 0.5
     immigrants: float = 0.1
     max_retries: int = 30
+    strategy: str = "ga"
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise SearchSettingsError(f"unknown search strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        if self.mu < 1 or self.lambda_ < 1 or self.tournament < 1:
+            raise SearchSettingsError(f"mu, lambda_ and tournament must be at least 1, got {self.mu}, "
+                                      f"{self.lambda_}, {self.tournament}")
+        for name in ("crossover_rate", "immigrants"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SearchSettingsError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+
+STRATEGIES = ("ga", "random")
 
 
 def individual(genome: Genome, result: Result):
@@ -65,7 +88,8 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
            settings: SearchSettings = SearchSettings(), seeds: Sequence[Genome] = ()) -> list[tuple[Genome, Result]]:
     """Run the search until the budget is spent; return every (genome, result)
     evaluated, in order. ``seeds`` go first, then the space's templates, then
-    random genomes, until the first population is full."""
+    random genomes, until the first population is full. With
+    ``settings.strategy == "random"`` only fresh random genomes are evaluated."""
     tb = toolbox(space, rng, settings)
     seen: set[str] = set()
     history: list[tuple[Genome, Result]] = []
@@ -92,6 +116,11 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
             return None  # nothing new in reach: the space is (nearly) exhausted
         seen.add(genome.key)
         return genome
+
+    if settings.strategy == "random":
+        while not clock.spent() and run([g for g in (fresh(tb.immigrant) for _ in range(settings.lambda_)) if g]):
+            pass
+        return history
 
     first: list[Genome] = []
     for genome in [*seeds, *templates(space)]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from _families import FAMILIES, prepared
+from _families import FAMILIES, prepared, space_of
 
 import evokernel as ek
 from evokernel import Budget
@@ -94,3 +94,23 @@ def test_time_budget_ends_the_search():
     assert clock.elapsed() < 2.0 + 5.0  # at most one candidate past the deadline
     assert len(history) >= SMALL.mu
     assert len({g.key for g, _ in history}) == len(history)
+
+
+def test_random_strategy_evaluates_only_fresh_random_genomes():
+    """Random search: no templates, no seeds, no repeats, the budget exactly."""
+    op = OPS["matmul"]
+    settings = SearchSettings(mu=4, lambda_=4, strategy="random")
+    history, clock, batches, space = run_evolve(op, Budget(evaluations=9), seed=3, settings=settings,
+                                                seeds=templates(space_of(op)))
+    genomes = [g for g, _ in history]
+    assert len(genomes) == 9 and clock.evaluations == 9
+    assert len({g.key for g in genomes}) == 9
+    assert not set(g.key for g in templates(space)) & {g.key for g in genomes}
+    again, _, _, _ = run_evolve(op, Budget(evaluations=9), seed=3, settings=settings)
+    assert [g for g, _ in again] == genomes
+
+
+@pytest.mark.parametrize("bad", [dict(strategy="annealing"), dict(mu=0), dict(crossover_rate=1.5)])
+def test_bad_search_settings_name_the_problem(bad):
+    with pytest.raises(ek.SearchSettingsError, match=next(iter(bad)).rstrip("_")):
+        SearchSettings(**bad)

@@ -81,16 +81,17 @@ def const(t: hl.Type, value: float) -> hl.Expr:
 
 
 def padded_image(name: str, image: hl.ImageParam, shape: Sequence[int], pads: tuple[int, int],
-                 value: hl.Expr, args: Sequence[hl.Var]) -> hl.Func:
+                 value: hl.Expr, args: Sequence[hl.Var], far_edge: bool = False) -> hl.Func:
     """``name(x, y, ...)``: ``image`` shifted by ``pads`` (on x, y) with ``value`` outside.
 
     ``shape`` is the NumPy shape of ``image``; x and y are its last two axes. With no
-    padding the Func is a plain copy, still a Func a schedule may inline.
+    padding (and no reads past the far edge: ``far_edge``) the Func is a plain copy,
+    still a Func a schedule may inline.
     """
     func = hl.Func(name)
     width, height = int(shape[-1]), int(shape[-2])
     (px, py), (x, y, *rest) = pads, args
-    if px == 0 and py == 0:
+    if px == 0 and py == 0 and not far_edge:
         func[args] = image[args]
         return func
     inside = (x >= px) & (x < width + px) & (y >= py) & (y < height + py)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import OperatorArgumentError
 from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_positive, halide_type, input_param
-from ._common import check_choice, const, conv_output_size, halide_extents, pair, padded_image, set_fields, windows
+from ._common import check_choice, check_flag, const, conv_output_size, halide_extents, pair, padded_image, set_fields, windows
 
 METHODS = ("max", "avg")
 
@@ -22,6 +22,8 @@ class Pool2d(Operator):
     Max pooling pads with -inf; average pooling pads with zeros and divides by the
     whole window area (PyTorch's default ``count_include_pad=True``). ``kernel``,
     ``stride`` (default: the kernel) and ``padding`` are stored as (h, w) pairs.
+    ``ceil_mode`` (max pooling only, as PyTorch's and Caffe's: SqueezeNet uses it)
+    rounds the output size up, the extra windows reaching past the far edge.
 
     Stages: ``padded`` (a plain copy when padding is 0), ``acc`` (max or sum over
     RDom ``r``: r.x over the window width, r.y over its height), ``out`` (acc, or
@@ -39,14 +41,20 @@ class Pool2d(Operator):
     stride: tuple[int, int] | None = None
     padding: tuple[int, int] = (0, 0)
     dtype: str = "float32"
+    ceil_mode: bool = False
 
     def __post_init__(self) -> None:
         check_choice("pooling method", self.method, METHODS)
+        check_flag(ceil_mode=self.ceil_mode)
+        if self.ceil_mode and self.method != "max":
+            raise OperatorArgumentError("ceil_mode is supported for max pooling only (frameworks disagree on the "
+                                        "average's divisor at the ragged edge)")
         check_positive(n=self.n, c=self.c, h=self.h, w=self.w)
         kernel = pair("kernel", self.kernel)
         stride = kernel if self.stride is None else pair("stride", self.stride)
         set_fields(self, n=int(self.n), c=int(self.c), h=int(self.h), w=int(self.w), kernel=kernel, stride=stride,
-                   padding=pair("padding", self.padding, minimum=0), dtype=check_dtype(self.dtype))
+                   padding=pair("padding", self.padding, minimum=0), dtype=check_dtype(self.dtype),
+                   ceil_mode=bool(self.ceil_mode))
         for axis, k, p, size in zip("hw", kernel, self.padding, (self.h, self.w)):
             if 2 * p > k:
                 raise OperatorArgumentError(f"padding {p} along {axis} is more than half the kernel size {k}")
@@ -55,8 +63,22 @@ class Pool2d(Operator):
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        """Output height and width."""
-        return tuple(conv_output_size(*args) for args in zip((self.h, self.w), self.kernel, self.stride, self.padding))
+        """Output height and width (rounded up in ceil mode, where the last window
+        must still start inside the input or its near padding, as in PyTorch)."""
+        sizes = []
+        for size, k, s, p in zip((self.h, self.w), self.kernel, self.stride, self.padding):
+            out = conv_output_size(size, k, s, p)
+            if self.ceil_mode and (size + 2 * p - k) % s and out * s < size + p:
+                out += 1
+            sizes.append(out)
+        return tuple(sizes)
+
+    @property
+    def far_padding(self) -> tuple[int, int]:
+        """Padding the windows reach past the bottom and right edges (h, w):
+        ``padding``, plus what ceil mode adds."""
+        return tuple((o - 1) * s + k - size - p for o, s, k, size, p in
+                     zip(self.out_hw, self.stride, self.kernel, (self.h, self.w), self.padding))
 
     @property
     def area(self) -> int:
@@ -88,7 +110,8 @@ class Pool2d(Operator):
         is_max = self.method == "max"
         pad_value = t.min() if is_max else const(t, 0)  # t.min() is -inf for floats
 
-        padded = padded_image("padded", image, self.inputs[0].shape, self.padding[::-1], pad_value, [x, y, c, n])
+        padded = padded_image("padded", image, self.inputs[0].shape, self.padding[::-1], pad_value, [x, y, c, n],
+                              far_edge=self.ceil_mode)
         acc, out = hl.Func("acc"), hl.Func("out")
         window = padded[x * sx + r.x, y * sy + r.y, c, n]
         acc[x, y, c, n] = pad_value
@@ -105,22 +128,26 @@ class Pool2d(Operator):
         return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
 
     def reference(self, x: np.ndarray) -> np.ndarray:
-        (ph, pw), is_max = self.padding, self.method == "max"
-        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+        (ph, pw), (fh, fw), is_max = self.padding, self.far_padding, self.method == "max"
+        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, max(ph, fh)), (pw, max(pw, fw))),
                         constant_values=-np.inf if is_max else 0.0)
         win = windows(padded, self.kernel, self.stride)
         y = win.max(axis=(-2, -1)) if is_max else win.sum(axis=(-2, -1)) / self.area
         return y.astype(self.dtype)
 
 
-def max_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str = "float32") -> Pool2d:
-    """Max pooling; ``k``, ``stride`` (default ``k``) and ``pad`` are an int or an (h, w) pair.
+def max_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str = "float32",
+               ceil_mode: bool = False) -> Pool2d:
+    """Max pooling; ``k``, ``stride`` (default ``k``) and ``pad`` are an int or an (h, w) pair;
+    ``ceil_mode`` rounds the output size up.
 
     >>> op = max_pool2d(1, 64, 112, 112, k=3, stride=2, pad=1)
     >>> op.output.shape, op.key
-    ((1, 64, 56, 56), 'pool2d(method=max,n=1,c=64,h=112,w=112,kernel=3x3,stride=2x2,padding=1x1,dtype=float32)')
+    ((1, 64, 56, 56), 'pool2d(method=max,n=1,c=64,h=112,w=112,kernel=3x3,stride=2x2,padding=1x1,dtype=float32,ceil_mode=False)')
+    >>> max_pool2d(1, 96, 56, 56, k=3, stride=2, ceil_mode=True).output.shape
+    (1, 96, 28, 28)
     """
-    return Pool2d("max", n, c, h, w, k, stride, pad, dtype)
+    return Pool2d("max", n, c, h, w, k, stride, pad, dtype, ceil_mode)
 
 
 def avg_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str = "float32") -> Pool2d:

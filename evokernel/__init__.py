@@ -9,12 +9,14 @@ True
 """
 
 from . import errors, evaluators, operators
+from ._progress import TuningProgress
 from .errors import (BudgetError, CacheError, EvokernelError, KernelCallError, NotTunedError,
                      OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
                      UnsupportedDtypeError)
 from .evaluators import Outcome, Result
 from .genome import Genome
 from .runtime import Kernel
+from .runtime._catalog import CachedKernel, cached_kernels
 from .runtime._records import records
 from .runtime._store import load, load_kernel
 from .search import Budget, SearchSettings
@@ -24,7 +26,8 @@ from .tuner import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "tune", "load", "load_kernel", "records", "Kernel", "Target", "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
+    "tune", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "TuningProgress", "Kernel", "Target",
+    "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
     "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "__version__",
 ]

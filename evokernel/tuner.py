@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from typing import Sequence
 
+from ._progress import Tracker, display_for
 from .errors import TargetError, TuningError
 from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
 from .genome import Genome, ScheduleSpace
@@ -33,7 +34,7 @@ _BASELINE = Protocol(warmup=0, min_calls=1, max_calls=1, min_time=0.0)
 
 def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed: int | None = None, *,
          retune: bool = False, evaluator: "str | Evaluator" = "ray", search: SearchSettings | None = None,
-         settings: Settings | None = None, threads: int | None = None, cache_dir=None) -> Kernel:
+         settings: Settings | None = None, threads: int | None = None, cache_dir=None, progress=None) -> Kernel:
     """Evolve a fast schedule for ``operator`` on ``target`` within ``budget``.
 
     ``budget`` is a duration (``"60s"``, ``"2m"``), a number of evaluations (``100``)
@@ -43,7 +44,9 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     ``evaluator`` is ``"ray"`` (default: parallel builds on the local Ray instance,
     started on first use, or on ``$RAY_ADDRESS``), ``"local"`` (no Ray: builds here,
     kernels timed in a killable worker process), ``"inline"`` (debugging) or an
-    ``Evaluator``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``.
+    ``Evaluator``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``. ``progress``: ``None``
+    (a live bar when stderr is a terminal), ``True``, ``False`` or a callable given an
+    ``ek.TuningProgress`` after each evaluation.
 
     >>> import numpy as np, evokernel as ek
     >>> op = ek.operators.matmul(m=64, n=64, k=64)
@@ -59,6 +62,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         raise TargetError(f"target {target.string!r} cannot run on this machine "
                           f"({Target.parse('host').string}); tune for 'host' or a subset of its features")
     budget = Budget.parse(budget)
+    display = display_for(progress, operator.key)
     root = _paths.cache_dir(cache_dir)
     threads = threads or default_threads()
     if not retune:
@@ -72,28 +76,36 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     context = Context(operator, target, space, threads, root, seed, settings or Settings())
     records = Records(root / "records.sqlite3")
     ev = create_evaluator(evaluator)
+    tracker = Tracker(operator.key, budget, clock.start, display)
+    log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, _budget_text(budget), seed)
     try:
         ev.prepare(context)
         baseline = ev.evaluate_one(None, _BASELINE)
+        tracker.baseline = baseline.time if baseline.ok else None
         history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
-                          resume=not retune)
+                          resume=not retune, tracker=tracker)
         winner, result = _choose(ev, history)
         artifact = ev.artifact(winner)
     finally:
+        tracker.close()
         ev.close()
         records.close()
     stats = TuningStats(
         time=result.time, spread=result.spread or 0.0, baseline=baseline.time if baseline.ok else None,
-        history=tuple(_best_so_far(history)), outcomes=dict(Counter(r.outcome.value for _, r in history)),
+        history=tuple(_best_so_far(history)), history_seconds=tuple(tracker.stamps[g.key] for g, _ in history),
+        outcomes=dict(Counter(r.outcome.value for _, r in history)),
         elapsed=clock.elapsed(), budget=_budget_text(budget), seed=seed)
+    log.info("%s: best %.4g ms after %d evaluations in %.1f s", operator.key, result.time * 1e3, len(history),
+             stats.elapsed)
     meta = _store.kernel_meta(operator, target, winner, artifact.schedule, stats, budget)
     return _store.store(root, meta, artifact.object_bytes, operator, threads)
 
 
 def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,
-            clock: BudgetClock, seed: int, search: SearchSettings, resume: bool) -> list[tuple[Genome, Result]]:
-    """Run the evolution, recording every new result; with ``resume``, reuse the
-    trusted records (their genomes are neither rebuilt nor re-timed)."""
+            clock: BudgetClock, seed: int, search: SearchSettings, resume: bool,
+            tracker: Tracker) -> list[tuple[Genome, Result]]:
+    """Run the evolution, recording every new result and telling ``tracker``; with
+    ``resume``, reuse the trusted records (their genomes are neither rebuilt nor re-timed)."""
     known: dict[str, tuple[Genome, Result]] = {}
     if resume:
         known = {r.genome.key: (r.genome, r.result)
@@ -105,6 +117,7 @@ def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evalua
     def record(genome: Genome, result: Result) -> None:
         records.add(operator.key, target.string, genome, result, run_id)
         known[genome.key] = (genome, result)
+        tracker.add(genome.key, result)
 
     def evaluate(genomes: Sequence[Genome], deadline: float | None) -> list[Result]:
         new = [g for g in genomes if g.key not in known]
@@ -114,6 +127,7 @@ def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evalua
             if genome.key not in known:
                 break
             out.append(known[genome.key][1])
+            tracker.add(genome.key, out[-1])  # reused records count once they are used
         return out
 
     best_known = sorted((gr for gr in known.values() if gr[1].ok), key=lambda gr: gr[1].time)

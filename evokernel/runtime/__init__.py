@@ -7,7 +7,8 @@ native-library helpers.
 
 from ._kernel import Kernel, Signature, TuningStats
 
-_LAZY = {"Records": "_records", "records": "_records", "load": "_store", "load_kernel": "_store"}
+_LAZY = {"Records": "_records", "records": "_records", "load": "_store", "load_kernel": "_store",
+         "cached_kernels": "_catalog", "CachedKernel": "_catalog"}
 
 __all__ = ["Kernel", "Signature", "TuningStats", *_LAZY]
 

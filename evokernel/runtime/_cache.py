@@ -56,6 +56,17 @@ class Entry:
         return _verified(self.library_path, self.meta["checksums"]["kernel.so"]) is not None
 
 
+def _read_entry(directory: Path) -> Entry | None:
+    try:
+        check_private(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        if not {"kernel.o", "kernel.so"} <= set(meta.get("checksums", ())):
+            return None
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return None
+    return Entry(directory, meta)
+
+
 def _verified(path: Path, checksum: str) -> bytes | None:
     try:
         check_private(path)
@@ -78,16 +89,15 @@ class KernelCache:
     def lookup(self, operator_key: str, target: str, machine: str) -> Entry | None:
         """The entry for this operator, target and machine, if one was stored
         (and its metadata reads back); files are verified when used."""
-        directory = self._directory(operator_key, target, machine)
-        try:
-            check_private(directory)
-            meta = json.loads((directory / "meta.json").read_text())
-            if (meta.get("operator") != operator_key or meta.get("target") != target
-                    or not {"kernel.o", "kernel.so"} <= set(meta.get("checksums", ()))):
-                return None
-        except (FileNotFoundError, ValueError, TypeError):
+        entry = _read_entry(self._directory(operator_key, target, machine))
+        if entry is None or entry.meta.get("operator") != operator_key or entry.meta.get("target") != target:
             return None
-        return Entry(directory, meta)
+        return entry
+
+    def entries(self) -> list[Entry]:
+        """Every entry whose metadata reads back, in no particular order."""
+        found = (_read_entry(path) for path in self.root.iterdir() if path.is_dir())
+        return [entry for entry in found if entry is not None]
 
     def store(self, meta: dict, object_bytes: bytes, library: Path) -> Entry:
         """Store a winner: ``meta`` must hold ``operator``, ``target`` and ``machine``."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import KernelCallError
+from ..errors import EvokernelError, KernelCallError
 from ..genome import Genome
 from ..operators import Operator, TensorSpec
 from ..target import Target
@@ -43,15 +42,32 @@ class Signature:
                    int(data["flops"]), int(data["bytes_moved"]))
 
 
+def format_seconds(seconds: float | None) -> str:
+    """A duration in the unit that reads best.
+
+    >>> format_seconds(3e-8), format_seconds(0.000683), format_seconds(0.1729), format_seconds(75.0)
+    ('0.03 us', '683 us', '172.9 ms', '75 s')
+    """
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if seconds >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds * 1e6:.4g} us"
+
+
 @dataclass(frozen=True)
 class TuningStats:
     """How a kernel was found: best and baseline (unscheduled) seconds, the best
-    time after each evaluation, outcomes by kind, budget and seed."""
+    time after each evaluation (``history``) and the wall seconds since the start
+    at which each evaluation finished (``history_seconds``; empty for kernels tuned
+    before it was recorded), outcomes by kind, budget and seed."""
 
     time: float
     spread: float
     baseline: float | None
     history: tuple[float, ...] = ()
+    history_seconds: tuple[float, ...] = ()
     outcomes: dict = field(default_factory=dict)
     elapsed: float = 0.0
     budget: str = ""
@@ -62,7 +78,13 @@ class TuningStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TuningStats":
-        return cls(**{**data, "history": tuple(data.get("history", ()))})
+        return cls(**{**data, "history": tuple(data.get("history", ())),
+                      "history_seconds": tuple(data.get("history_seconds", ()))})
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Evaluations that did not give a correct time, by kind."""
+        return {kind: n for kind, n in sorted(self.outcomes.items()) if kind != "ok" and n}
 
 
 class Kernel:
@@ -151,23 +173,55 @@ class Kernel:
         """Unscheduled pipeline time over tuned time."""
         return None if not self.stats.baseline else self.stats.baseline / self.stats.time
 
-    def report(self) -> str:
-        """A short text report: operator, target, times, speed, search summary."""
+    def report(self, format: str = "text") -> str:
+        """What was found, as ``"text"`` or ``"markdown"``: operator, target, budget,
+        tuned and baseline times, speed, failures by kind and the schedule code.
+
+        >>> import evokernel as ek
+        >>> kernel = ek.tune(ek.operators.relu(64), budget=3, seed=0, evaluator="local")
+        >>> print(kernel.report("markdown").splitlines()[0].split(" on ")[0])
+        ## relu(shape=64,dtype=float32)
+        >>> "failures" in kernel.report() and kernel.schedule in kernel.report()
+        True
+        """
+        if format not in ("text", "markdown"):
+            raise EvokernelError(f"report format must be 'text' or 'markdown', got {format!r}")
+        rows, schedule = self._report_rows(), self.schedule.rstrip()
+        if format == "text":
+            width = max(len(name) for name, _ in rows)
+            return "\n".join([*(f"{name:<{width}}  {value}" for name, value in rows), "schedule:", schedule])
+        table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+        return "\n".join([f"## {self.signature.key} on {self.target.string}", "", *table, "",
+                          "```python", schedule, "```"])
+
+    def _report_rows(self) -> list[tuple[str, str]]:
         sig, s = self.signature, self.stats
-        lines = [
-            f"operator   {sig.key}",
-            f"target     {self.target}",
-            f"time       {self.time_ms:.4g} ms (median, spread {100 * s.spread:.1f}%)",
-        ]
-        if sig.flops:
-            lines.append(f"throughput {sig.flops / s.time / 1e9:.1f} GFLOP/s")
-        lines.append(f"bandwidth  {sig.bytes_moved / s.time / 1e9:.1f} GB/s")
+        rows = [("operator", sig.key), ("target", self.target.string),
+                ("budget", f"{s.budget} (seed {s.seed})"),
+                ("time", f"{format_seconds(s.time)} (median, spread {100 * s.spread:.1f}%)")]
         if s.baseline:
-            lines.append(f"baseline   {s.baseline * 1e3:.4g} ms unscheduled -> speedup {self.speedup:.1f}x")
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(Counter(s.outcomes).items()))
-        lines.append(f"search     {len(s.history)} evaluations in {s.elapsed:.1f} s (budget {s.budget}, "
-                     f"seed {s.seed}): {outcomes}")
-        return "\n".join(lines)
+            rows.append(("baseline", f"{format_seconds(s.baseline)} unscheduled -> speedup {self.speedup:.1f}x"))
+        if sig.flops:
+            rows.append(("throughput", f"{sig.flops / s.time / 1e9:.1f} GFLOP/s"))
+        rows.append(("bandwidth", f"{sig.bytes_moved / s.time / 1e9:.1f} GB/s"))
+        rows.append(("search", f"{len(s.history)} evaluations in {s.elapsed:.1f} s"))
+        failures = ", ".join(f"{kind} {n}" for kind, n in s.failures.items())
+        rows.append(("failures", failures or "none"))
+        return rows
+
+    def plot(self, path) -> Path:
+        """Draw the best time found against evaluations and against wall time, to
+        ``path`` (PNG, SVG, PDF: by its suffix). Needs matplotlib
+        (``pip install 'evokernel[plot]'``).
+
+        >>> import tempfile, pathlib, evokernel as ek
+        >>> kernel = ek.tune(ek.operators.relu(64), budget=3, seed=0, evaluator="local")
+        >>> kernel.plot(pathlib.Path(tempfile.mkdtemp()) / "search.png").read_bytes()[:4]
+        b'\\x89PNG'
+        """
+        from ._plot import plot_search
+
+        return plot_search(self, Path(path))
 
     def __repr__(self) -> str:
         return f"<Kernel {self.signature.key} on {self.target.string}: {self.time_ms:.4g} ms>"

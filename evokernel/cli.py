@@ -1,12 +1,21 @@
-"""The ``evokernel`` command: ``demo`` (a short real tuning run) and ``tune``.
+"""The ``evokernel`` command: tune, list, show and export kernels, run benchmarks.
 
-    evokernel demo
-    evokernel tune matmul m=512 n=512 k=512 --budget 60s --seed 0
+    evokernel demo                                    # tune gemm 512^3 for 20 s
+    evokernel tune conv2d n=1 c_in=64 h=56 w=56 c_out=64 k=3 pad=1 --budget 60s --seed 0
+    evokernel list                                    # what the cache holds
+    evokernel show conv2d                             # report, history and schedule of one kernel
+    evokernel export c build/ --operator conv2d       # a C library of cached kernels
+    evokernel export tengine libevokernel_tengine.so  # a Tengine plugin
+    evokernel bench --help                            # the benchmarks
+
+A bad argument prints one line and exits with status 2; ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import logging
 import sys
 
 import numpy as np
@@ -15,69 +24,281 @@ from . import operators
 from .errors import EvokernelError
 
 DEMO_BUDGET = "20s"
+OPERATORS = ("matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "relu", "relu6", "add",
+             "softmax")
 
 
-def _operator(name: str, assignments: list[str]):
-    factory = getattr(operators, name, None)
-    if name.startswith("_") or not callable(factory) or name in {"custom", "constrain", "input_param"}:
-        raise EvokernelError(f"unknown operator {name!r}; try one of: matmul, fc, conv2d, depthwise_conv2d, "
-                             "max_pool2d, avg_pool2d, relu, relu6, add, softmax")
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One clear line, not a usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- arguments -------------------------------------------------------------------------
+
+def operator_from_args(name: str, assignments: list[str]):
+    """An operator from the command line: ``conv2d n=1 c_in=64 ... k=3 pad=1`` (pairs as ``3,3``).
+
+    >>> operator_from_args("matmul", ["m=4", "n=5", "k=6"]).key
+    'matmul(m=4,n=5,k=6,dtype=float32)'
+    """
+    if name not in OPERATORS:
+        raise EvokernelError(f"unknown operator {name!r}; try one of: {', '.join(OPERATORS)}")
     kwargs = {}
     for item in assignments:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise EvokernelError(f"operator arguments are key=value, got {item!r}")
         kwargs[key] = _value(value)
     try:
-        return factory(**kwargs)
+        return getattr(operators, name)(**kwargs)
     except TypeError as error:
         raise EvokernelError(f"{name}: {error}") from None
 
 
 def _value(text: str):
-    parts = text.split(",")
-    values = [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+    values = [_scalar(part) for part in text.split(",")]
     return tuple(values) if len(values) > 1 else values[0]
 
 
-def _tune(op, target: str, budget: str, seed: int | None) -> None:
+def _scalar(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false", "none"):
+        return {"true": True, "false": False, "none": None}[lowered]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def budget_arg(text: str):
+    """``"60s"``, ``"2m"``, ``"100 evals"``, or a plain integer: that many evaluations."""
+    return int(text) if text.strip().isdigit() else text
+
+
+def _evaluator(args):
+    if args.cluster:
+        from .evaluators import RayEvaluator
+
+        return RayEvaluator(address=args.cluster)
+    return args.evaluator
+
+
+# -- commands --------------------------------------------------------------------------
+
+def _tune(args, op) -> int:
     from .tuner import tune
 
-    kernel = tune(op, target=target, budget=budget, seed=seed)
+    kernel = tune(op, target=args.target, budget=budget_arg(args.budget), seed=args.seed, retune=args.retune,
+                  evaluator=_evaluator(args), progress=False if args.quiet else None)
     arrays = op.random_inputs(np.random.default_rng(1))
     rtol, atol = op.tolerance
     ok = np.allclose(kernel(*arrays), op.reference(*arrays), rtol=rtol * 10, atol=atol * 10)
     print(kernel.report())
-    print(f"check      {'matches' if ok else 'DIFFERS FROM'} the NumPy reference on fresh inputs")
-    print("\nschedule:\n" + kernel.schedule)
+    print(f"check: {'matches' if ok else 'DIFFERS FROM'} the NumPy reference on fresh inputs")
+    if args.plot:
+        print(f"plot: {kernel.plot(args.plot)}")
     if not ok:
         raise EvokernelError("the tuned kernel differs from the reference")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.target, args.seed, args.retune, args.cluster, args.plot = "host", 0, False, None, None
+    return _tune(args, operators.matmul(512, 512, 512))
+
+
+def cmd_tune(args) -> int:
+    return _tune(args, operator_from_args(args.operator, args.args))
+
+
+def cmd_list(args) -> int:
+    from .runtime._catalog import cached_kernels
+    from .target import Target
+
+    kernels = cached_kernels(args.operator, args.target)
+    if not kernels:
+        print("no cached kernels" + (" match" if args.operator or args.target else " yet (evokernel tune ...)"))
+        return 0
+    host = Target.parse("host").string
+    rows = [("id", "operator", "target", "time", "speedup", "tuned")]
+    for k in kernels:
+        rows.append((k.id, k.operator, "host" if k.target == host else k.target, _ms(k.time),
+                     f"{k.speedup:.1f}x" if k.speedup else "-",
+                     datetime.datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _ms(seconds: float) -> str:
+    from .runtime._kernel import format_seconds
+
+    return format_seconds(seconds)
+
+
+def _chosen(spec: list[str], target: str | None):
+    """Cached kernels named on the command line: an id, a name or key, or an
+    operator with its arguments."""
+    from .runtime._catalog import cached_kernels
+
+    wanted = operator_from_args(spec[0], spec[1:]) if len(spec) > 1 else spec[0]
+    kernels = cached_kernels(wanted, target)
+    if not kernels:
+        raise EvokernelError(f"no cached kernel matches {' '.join(spec)!r} (evokernel list shows what is cached)")
+    return kernels
+
+
+def cmd_show(args) -> int:
+    kernels = _chosen(args.kernel, args.target)
+    if len(kernels) > 1:
+        ids = ", ".join(f"{k.id} ({k.operator})" for k in kernels)
+        raise EvokernelError(f"{' '.join(args.kernel)!r} matches {len(kernels)} cached kernels: {ids}; name one by id")
+    kernel = kernels[0].load()
+    print(kernel.report("markdown" if args.markdown else "text"))
+    print("history: " + _improvements(kernel.stats.history))
+    if args.plot:
+        print(f"plot: {kernel.plot(args.plot)}")
+    return 0
+
+
+def _improvements(history) -> str:
+    """Where the best time improved: ``evaluation: time``."""
+    steps, best = [], float("inf")
+    for i, t in enumerate(history, 1):
+        if t < best:
+            best = t
+            steps.append(f"{i}: {_ms(t)}")
+    return ", ".join(steps) if steps else "not recorded"
+
+
+def cmd_export(args) -> int:
+    from .runtime._catalog import cached_kernels
+
+    if args.operator:
+        kernels = [k for spec in args.operator for k in _chosen([spec], args.target)]
+    else:
+        kernels = cached_kernels(target=args.target)
+    if not kernels:
+        raise EvokernelError("the cache holds no kernels to export (evokernel tune ... first)")
+    loaded = [k.load() for k in {k.id: k for k in kernels}.values()]
+    if args.format == "c":
+        from . import export_c
+
+        written = export_c(loaded, args.path, name=args.name)
+    else:
+        from . import export_tengine_plugin
+
+        written = export_tengine_plugin(loaded, args.path)
+    print(f"exported {len(loaded)} kernels: {written}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
+# -- the parser --------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="evokernel", description=__doc__.splitlines()[0],
+                     epilog="evokernel COMMAND --help tells more.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (Python logging, INFO)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what happens (INFO)")
+    tuning = argparse.ArgumentParser(add_help=False)
+    tuning.add_argument("--evaluator", choices=("ray", "local", "inline"), default="ray",
+                        help="how candidates are built and timed (default: ray)")
+    tuning.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", parents=[common, tuning], help="tune gemm 512^3 for a short while on this machine")
+    demo.add_argument("--budget", default=DEMO_BUDGET, help=f"time ('60s', '2m') or evaluations (default {DEMO_BUDGET})")
+    demo.set_defaults(run=cmd_demo)
+
+    tune = sub.add_parser("tune", parents=[common, tuning], help="tune one operator",
+                          description="Tune one operator, e.g. evokernel tune conv2d n=1 c_in=64 h=56 w=56 "
+                                      "c_out=64 k=3 pad=1 --budget 60s")
+    tune.add_argument("operator", help=", ".join(OPERATORS))
+    tune.add_argument("args", nargs="*", metavar="KEY=VALUE", help="operator arguments (pairs as 3,3)")
+    tune.add_argument("--target", default="host", help="Halide target string (default: host)")
+    tune.add_argument("--budget", default="60s", help="time ('60s', '2m') or evaluations ('100')")
+    tune.add_argument("--seed", type=int, default=None, help="make the search reproducible")
+    tune.add_argument("--cluster", metavar="ADDRESS", help="tune on the Ray cluster at ADDRESS (host:port)")
+    tune.add_argument("--retune", action="store_true", help="search again even if a cached kernel exists")
+    tune.add_argument("--plot", metavar="PATH", help="also draw the search to PATH (needs matplotlib)")
+    tune.set_defaults(run=cmd_tune)
+
+    lst = sub.add_parser("list", parents=[common], help="list the cached kernels")
+    lst.add_argument("operator", nargs="?", help="only this operator (name, key or id)")
+    lst.add_argument("--target", help="only this target")
+    lst.set_defaults(run=cmd_list)
+
+    show = sub.add_parser("show", parents=[common], help="report, history and schedule of a cached kernel")
+    show.add_argument("kernel", nargs="+", metavar="KERNEL",
+                      help="an id from 'evokernel list', an operator name or key, or an operator and its KEY=VALUEs")
+    show.add_argument("--target", help="the kernel's target, when several match")
+    show.add_argument("--markdown", action="store_true", help="the report as markdown")
+    show.add_argument("--plot", metavar="PATH", help="draw the search to PATH (needs matplotlib)")
+    show.set_defaults(run=cmd_show)
+
+    export = sub.add_parser("export", parents=[common], help="export cached kernels as a C library or Tengine plugin")
+    export.add_argument("format", choices=("c", "tengine"))
+    export.add_argument("path", help="c: a directory; tengine: the plugin's .so path")
+    export.add_argument("--operator", action="append", metavar="KERNEL",
+                        help="export this operator (name, key or id; repeatable; default: every cached kernel)")
+    export.add_argument("--target", help="only kernels of this target")
+    export.add_argument("--name", default="evokernel", help="c: the library's name (default: evokernel)")
+    export.set_defaults(run=cmd_export)
+
+    bench = sub.add_parser("bench", add_help=False, help="run the benchmarks (evokernel bench --help)")
+    bench.set_defaults(run=cmd_bench)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="evokernel", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="tune gemm 512^3 for a short while on this machine")
-    demo.add_argument("--budget", default=DEMO_BUDGET)
-    t = sub.add_parser("tune", help="tune one operator: evokernel tune conv2d n=1 c_in=64 h=56 w=56 c_out=64 k=3 pad=1")
-    t.add_argument("operator")
-    t.add_argument("args", nargs="*", help="operator arguments as key=value (pairs as 3,3)")
-    t.add_argument("--target", default="host")
-    t.add_argument("--budget", default="60s")
-    t.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
+    """Run the command line; return the exit status.
+
+    >>> main(["tune", "matmul", "m=0", "n=4", "k=4"])
+    2
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    debug = args.debug or "--debug" in argv
+    if args.verbose:
+        log = logging.getLogger("evokernel")
+        log.setLevel(logging.INFO)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("evokernel: %(message)s"))
+        log.addHandler(handler)
     try:
-        if args.command == "demo":
-            _tune(operators.matmul(512, 512, 512), "host", args.budget, 0)
-        else:
-            _tune(_operator(args.operator, args.args), args.target, args.budget, args.seed)
-    except (EvokernelError, ValueError, TypeError) as error:
-        if args.debug:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("evokernel: interrupted", file=sys.stderr)
+        return 130
+    except (EvokernelError, ValueError, TypeError, LookupError, OSError, ImportError) as error:
+        if debug:
             raise
         print(f"evokernel: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    except Exception as error:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        print(f"evokernel: internal error: {type(error).__name__}: {error} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

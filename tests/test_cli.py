@@ -1,34 +1,172 @@
-"""The ``evokernel`` command, driven in a subprocess as a user would."""
+"""The ``evokernel`` command, driven in a subprocess as a user would, on a private
+cache directory: tune, list, show, export, demo and bench, good and bad arguments."""
 
+from __future__ import annotations
+
+import os
+import re
 import subprocess
 import sys
 
+import pytest
 
-def run(*args, timeout=180):
+import evokernel as ek
+
+TINY = ["--budget", "3", "--evaluator", "local", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli-cache")
+    path.chmod(0o700)
+    return path
+
+
+def run(cache, *args, timeout=300):
+    env = {**os.environ, "EVOKERNEL_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, "-m", "evokernel", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
-def test_tune_prints_report_check_and_schedule():
-    done = run("tune", "relu", "shape=4,100", "--budget", "4 evals", "--seed", "0")
-    assert done.returncode == 0, done.stderr
-    assert "relu(shape=4x100" in done.stdout
-    assert "matches the NumPy reference" in done.stdout
-    assert "out." in done.stdout  # schedule code
-
-
-def test_unknown_operator_is_one_clear_line_and_exit_2():
-    done = run("tune", "convolution3d", "n=1")
-    assert done.returncode == 2
-    assert "unknown operator 'convolution3d'" in done.stderr
+def one_clear_line(done, code=2):
+    """A refused command: the given exit status, one line on stderr, no traceback."""
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+    return done.stderr
 
 
-def test_bad_operator_argument_and_bad_budget_and_target():
-    bad_size = run("tune", "matmul", "m=0", "n=4", "k=4")
-    assert bad_size.returncode == 2 and "m must be a positive integer" in bad_size.stderr
-    bad_budget = run("tune", "relu", "shape=8", "--budget", "soon")
-    assert bad_budget.returncode == 2 and "budget" in bad_budget.stderr
-    bad_target = run("tune", "relu", "shape=8", "--target", "bogus")
-    assert bad_target.returncode == 2 and "target" in bad_target.stderr
-    assert all("Traceback" not in d.stderr for d in (bad_size, bad_budget, bad_target))
+@pytest.fixture(scope="module")
+def tuned(cache):
+    """Two kernels in the cache, tuned through the command line."""
+    relu = run(cache, "tune", "relu", "shape=4,100", *TINY)
+    matmul = run(cache, "tune", "matmul", "m=24", "n=16", "k=8", *TINY)
+    return relu, matmul
+
+
+def test_tune_prints_report_check_and_schedule(tuned):
+    relu, matmul = tuned
+    for done in tuned:
+        assert done.returncode == 0, done.stderr
+        assert "matches the NumPy reference" in done.stdout
+        assert "failures" in done.stdout and "speedup" in done.stdout
+    assert "relu(shape=4x100" in relu.stdout
+    assert "matmul(m=24,n=16,k=8" in matmul.stdout
+    assert "schedule:\n" in matmul.stdout and "out." in matmul.stdout.split("schedule:")[1]
+
+
+def test_list_shows_each_cached_kernel(cache, tuned):
+    done = run(cache, "list")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.strip().splitlines()
+    assert header.split() == ["id", "operator", "target", "time", "speedup", "tuned"]
+    assert len(rows) == 2
+    assert {row.split()[1] for row in rows} == {k.operator for k in ek.cached_kernels(cache_dir=cache)}
+    assert all(row.split()[2] == "host" and re.search(r" \d+(\.\d+)? (us|ms|s) +\d+\.\dx +20\d\d-\d\d-\d\d ", row)
+               for row in rows), rows
+    only = run(cache, "list", "matmul").stdout.strip().splitlines()
+    assert len(only) == 2 and "matmul(m=24" in only[1]
+
+
+def test_show_by_name_id_and_arguments(cache, tuned):
+    by_name = run(cache, "show", "matmul")
+    assert by_name.returncode == 0, by_name.stderr
+    assert "matmul(m=24,n=16,k=8" in by_name.stdout and "history: 1: " in by_name.stdout
+    assert "schedule:" in by_name.stdout
+    kernel_id = next(k.id for k in ek.cached_kernels("matmul", cache_dir=cache))
+    by_id = run(cache, "show", kernel_id)
+    by_args = run(cache, "show", "relu", "shape=4,100", "--markdown")
+    assert by_id.stdout == by_name.stdout
+    assert by_args.returncode == 0 and by_args.stdout.startswith("## relu(shape=4x100")
+    assert "| failures |" in by_args.stdout and "```python" in by_args.stdout
+
+
+def test_show_plots_a_png(cache, tuned, tmp_path):
+    path = tmp_path / "search.png"
+    done = run(cache, "show", "relu", "--plot", str(path))
+    assert done.returncode == 0, done.stderr
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_refuses_unknown_and_ambiguous_kernels(cache, tuned):
+    assert "no cached kernel matches 'conv2d'" in one_clear_line(run(cache, "show", "conv2d"))
+    run(cache, "tune", "relu", "shape=7", *TINY)
+    ambiguous = one_clear_line(run(cache, "show", "relu"))
+    assert "matches 2 cached kernels" in ambiguous and "name one by id" in ambiguous
+
+
+def test_tune_a_second_time_is_the_cached_kernel(cache, tuned):
+    again = run(cache, "tune", "relu", "shape=4,100", *TINY)
+    assert again.returncode == 0
+    first_time = next(line for line in tuned[0].stdout.splitlines() if line.startswith("time"))
+    assert first_time in again.stdout
+
+
+@pytest.mark.skipif(not hasattr(ek, "export_c"), reason="the C exporter (ek.export_c) has not landed yet")
+def test_export_c_writes_a_library(cache, tuned, tmp_path):
+    done = run(cache, "export", "c", str(tmp_path / "lib"), "--operator", "matmul", "--name", "mylib")
+    assert done.returncode == 0, done.stderr
+    assert "exported 1 kernels" in done.stdout
+    written = {p.name for p in (tmp_path / "lib").rglob("*")}
+    assert any(name.startswith("mylib") or "mylib" in name for name in written), written
+
+
+def test_export_refuses_what_is_not_cached(cache, tuned, tmp_path):
+    assert "no cached kernel matches 'softmax'" in one_clear_line(
+        run(cache, "export", "c", str(tmp_path / "x"), "--operator", "softmax"))
+    assert "invalid choice: 'onnx'" in one_clear_line(run(cache, "export", "onnx", str(tmp_path / "x")))
+
+
+def test_list_on_an_empty_cache(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    done = run(empty, "list")
+    assert done.returncode == 0 and "no cached kernels yet" in done.stdout
+
+
+def test_demo_with_a_tiny_budget(tmp_path):
+    cache = tmp_path / "demo"
+    cache.mkdir(mode=0o700)
+    done = run(cache, "demo", "--budget", "2", "--evaluator", "local")
+    assert done.returncode == 0, done.stderr
+    assert "matmul(m=512,n=512,k=512" in done.stdout and "matches the NumPy reference" in done.stdout
+
+
+def test_unknown_operator_is_one_clear_line_and_exit_2(cache):
+    assert "unknown operator 'convolution3d'" in one_clear_line(run(cache, "tune", "convolution3d", "n=1"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tune", "matmul", "m=0", "n=4", "k=4"], "m must be a positive integer"),
+    (["tune", "relu", "shape=8", "--budget", "soon"], "budget"),
+    (["tune", "relu", "shape=8", "--target", "bogus"], "target"),
+    (["tune", "relu", "8"], "key=value"),
+    (["tune", "relu", "shape=8", "color=red"], "unexpected keyword argument 'color'"),
+    (["tune", "relu", "shape=8", "--seed", "x"], "invalid int value"),
+    (["tune", "relu", "shape=8", "--evaluator", "gpu"], "invalid choice"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["list", "--colour"], "unrecognized arguments: --colour"),
+    ([], "required: COMMAND"),
+])
+def test_bad_arguments_are_one_clear_line_and_exit_2(cache, args, message):
+    assert message in one_clear_line(run(cache, *args))
+
+
+def test_debug_shows_the_traceback(cache):
+    done = run(cache, "--debug", "tune", "matmul", "m=0", "n=4", "k=4")
+    assert done.returncode != 0 and "Traceback" in done.stderr and "OperatorArgumentError" in done.stderr
+
+
+def test_help_lists_every_command(cache):
+    done = run(cache, "--help")
+    assert done.returncode == 0
+    for command in ("tune", "list", "show", "export", "bench", "demo"):
+        assert command in done.stdout
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(ek.__file__), "bench")),
+                    reason="evokernel.bench has not landed yet")
+def test_bench_help_passes_through(cache):
+    done = run(cache, "bench", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout

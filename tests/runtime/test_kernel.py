@@ -175,3 +175,75 @@ def test_unsupported_dtype_error_is_a_type_error():
 def test_tune_needs_an_operator(thing):
     with pytest.raises(TypeError, match="operator"):
         ek.tune(thing, budget=2)
+
+
+# -- what was found: report and plot ------------------------------------------------------
+
+def with_stats(kernel, **changes):
+    """The same kernel with other tuning statistics (as an older or unluckier run left them)."""
+    import copy
+    import dataclasses
+
+    other = copy.copy(kernel)
+    other.stats = dataclasses.replace(kernel.stats, **changes)
+    return other
+
+
+def test_report_text_has_times_budget_failures_and_schedule(matmul):
+    op, kernel = matmul
+    text = kernel.report()
+    assert text.splitlines()[0].split() == ["operator", op.key]
+    for name in ("target", "budget", "time", "baseline", "throughput", "search", "failures"):
+        assert any(line.startswith(name + " ") for line in text.splitlines()), name
+    assert "3 evaluations (seed 0)" in text and f"speedup {kernel.speedup:.1f}x" in text
+    assert text.endswith("schedule:\n" + kernel.schedule.rstrip())
+    unlucky = with_stats(kernel, outcomes={"ok": 1, "wrong_result": 2, "compile_error": 1, "run_crash": 0})
+    assert "failures    compile_error 1, wrong_result 2\n" in unlucky.report()
+    assert unlucky.stats.failures == {"compile_error": 1, "wrong_result": 2}
+
+
+def test_report_markdown(matmul):
+    op, kernel = matmul
+    md = kernel.report(format="markdown")
+    assert md.startswith(f"## {op.key} on {kernel.target.string}\n")
+    assert f"| operator | {op.key} |" in md and "| failures | none |" in md
+    assert md.endswith("```python\n" + kernel.schedule.rstrip() + "\n```")
+    with pytest.raises(ek.EvokernelError, match="'text' or 'markdown'"):
+        kernel.report("html")
+
+
+def test_plot_is_a_png_of_the_search(matmul, tmp_path):
+    from PIL import Image
+
+    _, kernel = matmul
+    assert len(kernel.stats.history_seconds) == len(kernel.stats.history) == 3
+    path = kernel.plot(tmp_path / "search.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+        assert image.size[0] > image.size[1] > 100
+    old = with_stats(kernel, history_seconds=())  # tuned before wall times were recorded
+    assert old.plot(tmp_path / "old.svg").read_text().startswith("<?xml")
+
+
+def test_old_metadata_loads_without_wall_times(matmul):
+    _, kernel = matmul
+    data = kernel.stats.to_dict()
+    del data["history_seconds"]
+    stats = ek.runtime.TuningStats.from_dict(data)
+    assert stats.history_seconds == () and stats.history == kernel.stats.history
+
+
+def test_plot_without_matplotlib_names_the_extra(matmul, tmp_path, monkeypatch):
+    """matplotlib is installed here: a None entry in sys.modules makes its import
+    fail exactly as it does where it is missing."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ek.EvokernelError, match=r"pip install 'evokernel\[plot\]'"):
+        matmul[1].plot(tmp_path / "x.png")
+
+
+def test_plot_to_an_unwritable_place_is_an_error(matmul, tmp_path):
+    with pytest.raises(ek.EvokernelError, match="cannot write the plot"):
+        matmul[1].plot(tmp_path / "no" / "such" / "dir.png")

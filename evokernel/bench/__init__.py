@@ -1,0 +1,28 @@
+"""The side-by-side benchmark suite (issue #6): evokernel beside the unscheduled
+pipeline, Halide's autoschedulers (Mullapudi2016, Li2018, Adams2019), NumPy and
+PyTorch, every output checked, every method timed the same way in one process.
+
+    evokernel bench --budget 3m                    # the whole suite
+    python -m evokernel.bench --only gemm-1024,conv2d --search both
+
+From Python (tiny shapes, a budget of evaluations):
+
+>>> import evokernel as ek
+>>> from evokernel import bench
+>>> case = bench.Case("tiny", lambda: ek.operators.relu((4, 64)), "bytes")
+>>> config = bench.Config(budget=3, evaluator="local", autoschedulers=(), protocol=bench.Protocol(rounds=2, min_time=0.001))
+>>> results = bench.run([case], config)
+>>> sorted(results["operators"][0]["methods"])[:2], results["operators"][0]["methods"]["numpy"]["status"]
+(['evokernel', 'numpy'], 'ok')
+"""
+
+from ._autoschedule import AUTOSCHEDULERS, Compiled, compile_isolated
+from ._baselines import numpy_baseline, torch_baseline
+from ._cli import main
+from ._report import markdown, write
+from ._run import Config, run
+from ._suite import SUITE, Case, select
+from ._timing import Protocol, Timing, time_side_by_side
+
+__all__ = ["main", "run", "Config", "Case", "SUITE", "select", "Protocol", "Timing", "time_side_by_side",
+           "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write"]

@@ -1,0 +1,5 @@
+"""``python -m evokernel.bench``."""
+
+from . import main
+
+raise SystemExit(main())

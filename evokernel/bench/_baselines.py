@@ -1,0 +1,156 @@
+"""NumPy and PyTorch versions of the operators, the library baselines.
+
+A baseline is a factory ``(op, inputs, threads) -> call``: ``call()`` computes the
+operator's output on the bound ``inputs`` (writing into a preallocated array where
+the library allows it) and returns it as an array or tensor; the factory returns
+``None`` when the library has no equivalent. PyTorch is optional: without it,
+``torch_baseline`` returns ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..operators import Add, Conv2d, FullyConnected, MatMul, Operator, Pool2d, Relu, Relu6, Softmax
+
+Call = Callable[[], object]
+
+
+def numpy_baseline(op: Operator, inputs: Sequence[np.ndarray], threads: int) -> Call | None:
+    """The operator in NumPy (BLAS for the products; NumPy picks its own threads).
+
+    >>> from evokernel import operators
+    >>> op = operators.conv2d(1, 3, 8, 8, 4, 3, pad=1, bias=True, activation="relu")
+    >>> x = op.random_inputs(np.random.default_rng(0))
+    >>> bool(np.allclose(numpy_baseline(op, x, 1)(), op.reference(*x), atol=1e-5))
+    True
+    """
+    fn = _numpy_function(op)
+    return None if fn is None else lambda: fn(*inputs)
+
+
+def _numpy_function(op: Operator) -> Callable[..., np.ndarray] | None:
+    out = np.empty(op.output.shape, op.output.dtype)
+    if isinstance(op, MatMul):
+        return lambda a, b: np.matmul(a, b, out=out)
+    if isinstance(op, FullyConnected):
+        return lambda x, w, b=None: np.matmul(x, w.T, out=out) if b is None else np.add(
+            np.matmul(x, w.T, out=out), b, out=out)
+    if isinstance(op, Conv2d):
+        return _numpy_conv(op)
+    if isinstance(op, Pool2d):
+        return _numpy_pool(op)
+    if isinstance(op, (Relu, Relu6)):
+        top = 6 if isinstance(op, Relu6) else None
+        return lambda x: np.clip(x, 0, top, out=out)
+    if isinstance(op, Add):
+        return lambda a, b: np.add(a, b, out=out)
+    if isinstance(op, Softmax):
+        def softmax(x):
+            np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+            np.exp(out, out=out)
+            return np.divide(out, out.sum(axis=-1, keepdims=True), out=out)
+        return softmax
+    return None
+
+
+def _windows(op, x: np.ndarray, pad_value: float) -> np.ndarray:
+    """[n, c, oh, ow, kh, kw] windows of the padded input (a view, no copy)."""
+    (ph, pw), (sy, sx) = op.padding, op.stride
+    (dy, dx) = getattr(op, "dilation", (1, 1))
+    span = [d * (k - 1) + 1 for k, d in zip(op.kernel, (dy, dx))]
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value) if ph or pw else x
+    win = sliding_window_view(padded, span, axis=(2, 3))
+    oh, ow = op.out_hw
+    return win[:, :, : (oh - 1) * sy + 1 : sy, : (ow - 1) * sx + 1 : sx, ::dy, ::dx]
+
+
+def _numpy_conv(op: Conv2d) -> Callable[..., np.ndarray] | None:
+    depthwise = op.channels_per_group == 1 and op.c_out == op.c_in
+    if op.groups != 1 and not depthwise:
+        return None
+
+    def conv(x, w, b=None):
+        win = _windows(op, x, 0.0)
+        if depthwise:  # one 3x3 (say) filter per channel: a sum of shifted, scaled views
+            y = np.zeros(op.output.shape, op.dtype)
+            for i in range(op.kernel[0]):
+                for j in range(op.kernel[1]):
+                    y += win[..., i, j] * w[None, :, 0, i, j, None, None]
+        else:  # im2col by tensordot: one BLAS product
+            y = np.tensordot(w, win, axes=([1, 2, 3], [1, 4, 5])).transpose(1, 0, 2, 3)
+        if b is not None:
+            y += b[:, None, None]
+        if op.activation is not None:
+            np.clip(y, 0, 6 if op.activation == "relu6" else None, out=y)
+        return y
+    return conv
+
+
+def _numpy_pool(op: Pool2d) -> Callable[..., np.ndarray]:
+    (kh, kw), (oh, ow), is_max = op.kernel, op.out_hw, op.method == "max"
+    tiles = op.stride == op.kernel and op.padding == (0, 0) and op.h == oh * kh and op.w == ow * kw
+
+    def pool(x):
+        if tiles:  # non-overlapping windows: a reshape, no copy
+            win, axes = x.reshape(op.n, op.c, oh, kh, ow, kw), (3, 5)
+        else:
+            win, axes = _windows(op, x, -np.inf if is_max else 0.0), (-2, -1)
+        return win.max(axis=axes) if is_max else win.sum(axis=axes) / op.area
+    return pool
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_baseline(op: Operator, inputs: Sequence[np.ndarray], threads: int) -> Call | None:
+    """The operator in PyTorch (CPU, ``threads`` threads), on tensors that share
+    the input arrays' memory; ``None`` without PyTorch or an equivalent.
+
+    >>> from evokernel import operators
+    >>> op = operators.max_pool2d(1, 2, 4, 4, 2)
+    >>> x = op.random_inputs(np.random.default_rng(0))
+    >>> f = torch_baseline(op, x, 1)
+    >>> f is None or bool(np.array_equal(np.asarray(f()), op.reference(*x)))
+    True
+    """
+    if not torch_available():
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    out = torch.from_numpy(np.empty(op.output.shape, op.output.dtype))
+    fn = None
+    if isinstance(op, MatMul):
+        fn = lambda a, b: torch.matmul(a, b, out=out)  # noqa: E731
+    elif isinstance(op, FullyConnected):
+        fn = lambda x, w, b=None: torch.matmul(x, w.t(), out=out) if b is None else torch.addmm(  # noqa: E731
+            b, x, w.t(), out=out)
+    elif isinstance(op, Conv2d):
+        def fn(x, w, b=None):
+            y = F.conv2d(x, w, b, op.stride, op.padding, op.dilation, op.groups)
+            return y if op.activation is None else y.clamp_(0, 6 if op.activation == "relu6" else None)
+    elif isinstance(op, Pool2d):
+        fn = (lambda x: F.max_pool2d(x, op.kernel, op.stride, op.padding)) if op.method == "max" else (  # noqa: E731
+            lambda x: F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True))
+    elif isinstance(op, (Relu, Relu6)):
+        top = 6.0 if isinstance(op, Relu6) else None
+        fn = lambda x: torch.clamp(x, 0.0, top, out=out)  # noqa: E731
+    elif isinstance(op, Add):
+        fn = lambda a, b: torch.add(a, b, out=out)  # noqa: E731
+    elif isinstance(op, Softmax):
+        fn = lambda x: torch.softmax(x, dim=-1)  # noqa: E731
+    if fn is None:
+        return None
+
+    tensors = [torch.from_numpy(a) for a in inputs]
+    return lambda: fn(*tensors)

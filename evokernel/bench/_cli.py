@@ -1,0 +1,46 @@
+"""``evokernel bench`` / ``python -m evokernel.bench``: run the suite, write the results."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import EvokernelError
+from ._report import markdown, write
+from ._run import STRATEGIES, Config, run
+from ._suite import SUITE, select
+
+DEFAULT_OUT = "benchmarks/results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark suite; returns the exit status (2 for bad arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="evokernel bench",
+        description="Time evokernel beside Halide's autoschedulers, NumPy and PyTorch on the issue #6 suite.")
+    parser.add_argument("--budget", default="3m", help="tuning budget per operator and search strategy "
+                                                       "(a duration such as 3m, or evaluations: 50); default 3m")
+    parser.add_argument("--only", help="comma-separated operators: " + ",".join(c.name for c in SUITE))
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search", choices=list(STRATEGIES), default="ga",
+                        help="ga, random, or both (same budget each; reports the search curves)")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    parser.add_argument("--evaluator", default="ray", choices=["ray", "local", "inline"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        budget = int(args.budget) if args.budget.isdigit() else args.budget
+        config = Config(budget=budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
+        if args.no_torch:
+            config = Config(**{**config.__dict__, "baselines": {
+                k: v for k, v in config.baselines.items() if k != "torch"}})
+        results = run(select(args.only), config)
+    except EvokernelError as error:
+        print(f"evokernel bench: error: {error}", file=sys.stderr)
+        return 2
+    paths = write(results, args.out)
+    print(markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

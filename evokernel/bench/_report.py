@@ -1,0 +1,131 @@
+"""The suite's results as a markdown table, JSON, and plots (when matplotlib is installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STATUS_TEXT = {"failed": "failed", "wrong": "wrong result", "skipped": "–"}
+
+
+def markdown(results: dict) -> str:
+    """The side-by-side table (median per call and ratio to evokernel per method),
+    then the search-efficiency table when GA and random search both ran."""
+    ops = results["operators"]
+    names = list(dict.fromkeys(name for op in ops for name in op["methods"]))
+    m = results.get("machine", {})
+    c = results.get("config", {})
+    lines = [f"Measured {results.get('date', '')} on {m.get('cpu', '?')} ({m.get('threads', '?')} threads); "
+             f"evokernel budget {c.get('budget', '?')} per operator ({c.get('evaluator', '?')} evaluator, "
+             f"seed {c.get('seed', '?')}). Medians per call, side by side in one process; in brackets each "
+             "method's time over evokernel's (above 1×: evokernel is faster). Every output was checked "
+             "against the NumPy reference before timing.", "",
+             "| operator | " + " | ".join(names) + " | evokernel rate |",
+             "|---|" + "---:|" * (len(names) + 1)]
+    for op in ops:
+        cells = [_cell(op["methods"].get(name)) for name in names]
+        lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} |")
+    searched = [op for op in ops if {"ga", "random"} <= set(op.get("search", {}))]
+    if searched:
+        lines += ["", "Search efficiency, same budget: best time found by the GA and by random search, and how "
+                      "many evaluations the GA needed to match random search's final best.", "",
+                  "| operator | GA best | random best | random / GA | GA evaluations | random evaluations "
+                  "| GA evaluations to match random |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for op in searched:
+            ga, rnd = op["search"]["ga"], op["search"]["random"]
+            lines.append(f"| {op['title']} | {_ms(ga['best_ms'])} | {_ms(rnd['best_ms'])} | "
+                         f"{rnd['best_ms'] / ga['best_ms']:.2f}× | {ga['evaluations']} | {rnd['evaluations']} | "
+                         f"{_to_match(ga['history_ms'], rnd['best_ms'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return ""
+    if "median_ms" not in entry:
+        return STATUS_TEXT.get(entry.get("status"), entry.get("status", "?"))
+    ratio = entry.get("ratio_to_evokernel")
+    return _ms(entry["median_ms"]) + (f" ({ratio:.2f}×)" if ratio is not None else "")
+
+
+def _ms(ms: float) -> str:
+    return f"{ms * 1e3:.3g} µs" if ms < 0.1 else f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1e3:.3g} s"
+
+
+def _rate(op: dict) -> str:
+    entry = op["methods"].get("evokernel", {})
+    if "median_ms" not in entry:
+        return "–"
+    return f"{entry['gflops']:.1f} GFLOP/s" if op["metric"] == "flops" else f"{entry['gbps']:.1f} GB/s"
+
+
+def _to_match(history_ms: list, target_ms: float) -> str:
+    hit = next((i + 1 for i, t in enumerate(history_ms) if t is not None and t <= target_ms), None)
+    return str(hit) if hit is not None else "not reached"
+
+
+def write(results: dict, out: "str | Path", stem: str = "bench") -> list[Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` (and ``<stem>.png``, ``<stem>_search.png``
+    when matplotlib is installed) into ``out``; returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.json", out / f"{stem}.md"]
+    paths[0].write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+    paths[1].write_text(markdown(results))
+    return paths + _plots(results, out, stem)
+
+
+def _plots(results: dict, out: Path, stem: str) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [_ratio_plot(plt, results, out / f"{stem}.png")]
+    searched = [op for op in results["operators"] if op.get("search")]
+    if searched:
+        paths.append(_search_plot(plt, searched, out / f"{stem}_search.png"))
+    return paths
+
+
+def _ratio_plot(plt, results: dict, path: Path) -> Path:
+    ops = results["operators"]
+    names = [n for n in dict.fromkeys(n for op in ops for n in op["methods"]) if n != "evokernel"]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(ops) * max(1, len(names)) / 3 + 1.5))
+    height = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        ys = [k + i * height for k in range(len(ops))]
+        xs = [op["methods"].get(name, {}).get("ratio_to_evokernel") or 0 for op in ops]
+        ax.barh(ys, xs, height, label=name)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(ops))], [op["title"] for op in ops])
+    ax.invert_yaxis()
+    ax.set_xlabel("time / evokernel time (right of 1: evokernel faster)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _search_plot(plt, ops: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(len(ops), 2, figsize=(10, 2.6 * len(ops)), squeeze=False)
+    for row, op in zip(axes, ops):
+        for strategy, curve in op["search"].items():
+            best = [float("nan") if t is None else t for t in curve["history_ms"]]
+            row[0].plot(range(1, len(best) + 1), best, label=strategy)
+            if curve.get("history_seconds"):
+                row[1].plot(curve["history_seconds"], best, label=strategy)
+        row[0].set_title(f"{op['title']}: best vs evaluations", fontsize="small")
+        row[1].set_title(f"{op['title']}: best vs wall seconds", fontsize="small")
+        for ax in row:
+            ax.set_yscale("log")
+            ax.set_ylabel("best ms")
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

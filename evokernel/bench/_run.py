@@ -1,0 +1,230 @@
+"""Run the suite: compile, tune, check and time every method side by side.
+
+For each operator, in this process: the unscheduled pipeline and each Halide
+autoscheduler are compiled in a child process (``_autoschedule``), evokernel tunes
+it (the GA, random search, or both, with the same budget), the library baselines
+bind to the same inputs; every method's output is checked against
+``op.reference`` before it is timed, and the methods that pass are timed together
+(``_timing``). Halide-compiled methods, evokernel's included, are linked against
+one Halide runtime and called the same way, with the same thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import EvokernelError
+from ..evaluators import FUNCTION, default_threads
+from ..evaluators._runner import check
+from ..operators import Operator
+from ..runtime import _native, _paths
+from ..search import Budget, SearchSettings
+from ..target import Target
+from ._autoschedule import AUTOSCHEDULERS, compile_isolated
+from ._baselines import numpy_baseline, torch_baseline
+from ._suite import Case
+from ._timing import Protocol, time_side_by_side
+
+log = logging.getLogger("evokernel.bench")
+
+STRATEGIES = {"ga": ("ga",), "random": ("random",), "both": ("ga", "random")}
+#: The table's method for each search strategy; ``evokernel`` (the GA) is what ratios are relative to.
+EVOKERNEL = {"ga": "evokernel", "random": "evokernel-random"}
+Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object] | None"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """How to run the suite. ``budget`` is per operator and per search strategy;
+    ``autoscheduler_params`` adds parameters per autoscheduler (``parallelism`` is
+    always the thread count); ``baselines`` maps a method name to a factory
+    ``(op, inputs, threads) -> call | None``."""
+
+    budget: "str | int" = "3m"
+    seed: int = 0
+    search: str = "ga"
+    evaluator: str = "ray"
+    target: str = "host"
+    threads: int | None = None
+    autoschedulers: tuple[str, ...] = AUTOSCHEDULERS
+    autoscheduler_params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    autoschedule_timeout: float = 900.0
+    baselines: Mapping[str, Baseline] = field(
+        default_factory=lambda: {"numpy": numpy_baseline, "torch": torch_baseline})
+    protocol: Protocol = field(default_factory=Protocol)
+    cache_dir: "str | Path | None" = None
+
+    def __post_init__(self) -> None:
+        if self.search not in STRATEGIES:
+            raise EvokernelError(f"unknown search {self.search!r}; use one of: {', '.join(STRATEGIES)}")
+        Budget.parse(self.budget)
+        Target.parse(self.target)
+        unknown = [name for name in self.autoschedulers if name not in AUTOSCHEDULERS]
+        if unknown:
+            raise EvokernelError(f"unknown autoscheduler(s) {', '.join(unknown)}; Halide ships: "
+                                 f"{', '.join(AUTOSCHEDULERS)}")
+
+
+def run(cases: Sequence[Case], config: Config = Config()) -> dict:
+    """Benchmark ``cases``; returns the JSON-ready results (see ``_report``).
+    Tuning runs in a fresh cache directory unless ``config.cache_dir`` names one,
+    so every run tunes afresh with exactly its budget and leaves the user's cache alone."""
+    threads = config.threads or default_threads()
+    target = Target.parse(config.target)
+    header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads),
+              "config": {"budget": str(config.budget), "seed": config.seed, "search": config.search,
+                         "evaluator": config.evaluator, "target": target.string,
+                         "protocol": dataclasses.asdict(config.protocol)}}
+    with tempfile.TemporaryDirectory(prefix="evokernel-bench-") as tmp:
+        cache = _paths.cache_dir(config.cache_dir or tmp)
+        return {**header, "operators": [_bench_case(case, config, target, threads, cache) for case in cases]}
+
+
+def machine(threads: int) -> dict:
+    """What the numbers were measured on."""
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for package in ("halide", "numpy", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            **versions}
+
+
+def _bench_case(case: Case, config: Config, target: Target, threads: int, cache: Path) -> dict:
+    op = case.operator
+    log.info("%s: %s", case.name, op.key)
+    inputs = op.random_inputs(np.random.default_rng(config.seed))
+    reference = np.asarray(op.reference(*inputs), op.dtype)
+    linker = _Linker(op, target, threads, cache, inputs)
+    methods: dict[str, dict] = {}
+    calls: dict[str, Callable[[], object]] = {}
+
+    for name in ("unscheduled", *config.autoschedulers):
+        compiled = compile_isolated(op, None if name == "unscheduled" else name, target.string, threads,
+                                    config.autoscheduler_params.get(name), config.autoschedule_timeout)
+        methods[name] = {"kind": "halide", "compile_seconds": compiled.seconds, "schedule": compiled.schedule}
+        if compiled.ok:
+            calls[name] = linker.call(compiled.object_bytes)
+        else:
+            methods[name].update(status="failed", error=compiled.error)
+            log.warning("%s: %s failed: %s", case.name, name, compiled.error)
+
+    search = {}
+    for strategy in STRATEGIES[config.search]:
+        name = EVOKERNEL[strategy]
+        methods[name] = {"kind": "evokernel", "budget": str(config.budget)}
+        try:
+            kernel = _tune(op, config, strategy, target, threads, cache)
+        except EvokernelError as error:
+            methods[name].update(status="failed", error=str(error))
+            continue
+        methods[name]["schedule"] = kernel.schedule
+        calls[name] = linker.call(kernel._object)
+        search[strategy] = _curve(kernel.stats)
+
+    for name, factory in config.baselines.items():
+        call = factory(op, inputs, threads)
+        methods[name] = {"kind": "library"}
+        if call is None:
+            methods[name].update(status="skipped", error="not available for this operator")
+        else:
+            calls[name] = call
+
+    rtol, atol = op.tolerance
+    for name in list(calls):
+        methods[name].update(_checked(calls[name], reference, rtol, atol))
+        if methods[name]["status"] != "ok":
+            del calls[name]
+            log.warning("%s: %s %s: %s", case.name, name, methods[name]["status"], methods[name]["error"])
+    for name, timing in time_side_by_side(calls, config.protocol).items():
+        methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
+                             gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
+    _ratios(methods)
+    return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
+            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search}
+
+
+def _tune(op: Operator, config: Config, strategy: str, target: Target, threads: int, cache: Path):
+    from ..tuner import tune
+
+    return tune(op, target, budget=config.budget, seed=config.seed, retune=True, evaluator=config.evaluator,
+                search=SearchSettings(strategy=strategy), threads=threads, cache_dir=cache)
+
+
+def _checked(call: Callable[[], object], reference: np.ndarray, rtol: float, atol: float) -> dict:
+    """Run ``call`` once (also the first warm-up) and compare with the reference."""
+    try:
+        output = np.asarray(call())
+    except Exception as error:  # a baseline or kernel that raises is reported, never fatal
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    if output.shape != reference.shape:
+        return {"status": "wrong", "error": f"output shape {output.shape}, expected {reference.shape}"}
+    good, max_error = check(output, reference, rtol, atol)
+    if not good:
+        return {"status": "wrong", "max_error": _finite(max_error),
+                "error": f"max abs error {max_error:.3g} exceeds tolerance"}
+    return {"status": "ok", "max_error": max_error}
+
+
+def _ratios(methods: dict[str, dict]) -> None:
+    """Each timed method's median over evokernel's (the GA's, else random search's):
+    above 1, evokernel is faster."""
+    base = next((methods[n]["median_ms"] for n in EVOKERNEL.values() if "median_ms" in methods.get(n, {})), None)
+    for entry in methods.values():
+        if base and "median_ms" in entry:
+            entry["ratio_to_evokernel"] = entry["median_ms"] / base
+
+
+def _curve(stats) -> dict:
+    """The search's best time after each evaluation (and at which wall second)."""
+    return {"best_ms": stats.time * 1e3, "evaluations": len(stats.history), "elapsed_s": stats.elapsed,
+            "history_ms": [_finite(t * 1e3) for t in stats.history],
+            "history_seconds": list(getattr(stats, "history_seconds", ())) or None}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class _Linker:
+    """Links Halide objects against one runtime and binds them to the inputs and a
+    fresh output (filled with NaN, so a kernel that writes nothing fails its check)."""
+
+    def __init__(self, op: Operator, target: Target, threads: int, cache: Path, inputs: list[np.ndarray]):
+        self.op, self.inputs = op, inputs
+        self.dir = _paths.native_dir(cache)
+        self.runtime_path = _native.runtime_library(target.string, self.dir)
+        self.runtime = _native.load_runtime(self.runtime_path, threads)
+
+    def call(self, object_bytes: bytes) -> Callable[[], np.ndarray]:
+        specs = (*self.op.inputs, self.op.output)
+        kernel = _native.NativeKernel(_native.link_kernel(object_bytes, self.runtime_path, self.dir), FUNCTION,
+                                      self.runtime, [s.shape for s in specs], [s.dtype for s in specs])
+        out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
+        arrays = [*self.inputs, out]
+
+        def call() -> np.ndarray:
+            kernel(arrays)
+            return out
+        return call

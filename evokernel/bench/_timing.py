@@ -1,0 +1,88 @@
+"""One timing protocol for every method, run side by side in this process.
+
+Each method is a call with no arguments (its inputs and output are bound already).
+First each method finds how many calls last ``min_time`` (batches of 1, 2, 4...
+calls, which are also its warm-up); then the methods take turns: in every round
+each runs such a batch and the per-call mean of the batch is one sample;
+the order rotates from round to round, so every method sees the same machine noise.
+A slow method (an unscheduled pipeline can take seconds) stops once it has spent
+``max_seconds`` and has ``min_rounds`` samples. The result is the median sample.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Rounds, seconds per batch and the limits for slow methods."""
+
+    rounds: int = 9
+    min_time: float = 0.05
+    min_rounds: int = 3
+    max_seconds: float = 6.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median seconds per call, interquartile spread over median, calls made."""
+
+    median: float
+    spread: float
+    calls: int
+
+
+def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: Protocol = Protocol()
+                      ) -> dict[str, Timing]:
+    """Time every method with the same protocol, interleaved.
+
+    >>> import numpy as np
+    >>> x = np.ones(1000)
+    >>> t = time_side_by_side({"sum": x.sum, "max": x.max}, Protocol(rounds=3, min_time=0.001))
+    >>> sorted(t), all(v.median > 0 and v.calls >= 3 for v in t.values())
+    (['max', 'sum'], True)
+    """
+    names = list(methods)
+    batch = {name: _calibrate(methods[name], protocol) for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    calls = dict.fromkeys(names, 0)
+    for r in range(protocol.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if spent[name] > protocol.max_seconds and len(samples[name]) >= protocol.min_rounds:
+                continue
+            call, n = methods[name], batch[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                call()
+            seconds = time.perf_counter() - start
+            samples[name].append(seconds / n)
+            spent[name] += seconds
+            calls[name] += n
+    return {name: _summary(samples[name], calls[name]) for name in names}
+
+
+def _calibrate(call: Callable[[], object], protocol: Protocol, most: int = 100_000) -> int:
+    """Calls per batch: enough to last ``min_time`` (as ``timeit``'s autorange, but
+    growing by the measured shortfall, at most 10x a step)."""
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        seconds = time.perf_counter() - start
+        if seconds >= protocol.min_time or calls >= most:
+            return calls
+        calls = min(most, max(2 * calls, min(10 * calls, math.ceil(calls * protocol.min_time / max(seconds, 1e-9)))))
+
+
+def _summary(samples: list[float], calls: int) -> Timing:
+    median = float(np.median(samples))
+    q75, q25 = np.percentile(samples, [75, 25])
+    return Timing(median, float((q75 - q25) / median) if median > 0 else 0.0, calls)

@@ -1,0 +1,150 @@
+"""The benchmark suite end to end on tiny shapes, with real Halide compiles, real
+autoscheduler child processes, real tuning (a few evaluations) and real timing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import evokernel as ek
+from evokernel import bench
+from evokernel.errors import EvokernelError
+
+FAST = bench.Protocol(rounds=3, min_time=0.002)
+
+
+def broken(op, inputs, threads):
+    """A baseline that computes the wrong thing (zeros)."""
+    return lambda: np.zeros(op.output.shape, op.dtype)
+
+
+def raising(op, inputs, threads):
+    def call():
+        raise RuntimeError("baseline exploded")
+    return call
+
+
+@pytest.fixture(scope="module")
+def results():
+    cases = [bench.Case("tiny-gemm", lambda: ek.operators.matmul(32, 48, 16)),
+             bench.Case("tiny-conv", lambda: ek.operators.conv2d(1, 4, 8, 8, 4, 3, pad=1, bias=True,
+                                                                 activation="relu"))]
+    config = bench.Config(budget=3, evaluator="local", autoschedulers=("Mullapudi2016", "Adams2019"),
+                          autoscheduler_params={"Adams2019": {"no_such_parameter": "1"}},
+                          baselines={"numpy": bench.numpy_baseline, "broken": broken, "raising": raising},
+                          protocol=FAST)
+    return bench.run(cases, config)
+
+
+def test_every_method_is_checked_then_timed(results):
+    for op in results["operators"]:
+        methods = op["methods"]
+        for name in ("unscheduled", "Mullapudi2016", "evokernel", "numpy"):
+            entry = methods[name]
+            assert entry["status"] == "ok" and entry["median_ms"] > 0 and entry["calls"] >= FAST.rounds
+            assert entry["max_error"] is not None
+            assert entry["gflops"] == pytest.approx(op["flops"] / entry["median_ms"] / 1e6)
+        assert methods["evokernel"]["ratio_to_evokernel"] == 1.0
+        assert methods["unscheduled"]["ratio_to_evokernel"] == pytest.approx(
+            methods["unscheduled"]["median_ms"] / methods["evokernel"]["median_ms"])
+
+
+def test_wrong_or_raising_baselines_are_reported_not_timed(results):
+    for op in results["operators"]:
+        wrong, failed = op["methods"]["broken"], op["methods"]["raising"]
+        assert wrong["status"] == "wrong" and "median_ms" not in wrong and wrong["max_error"] > 0
+        assert failed["status"] == "failed" and "baseline exploded" in failed["error"] and "median_ms" not in failed
+
+
+def test_an_aborting_autoscheduler_is_a_failure_and_the_bench_survives(results):
+    for op in results["operators"]:
+        adams = op["methods"]["Adams2019"]
+        assert adams["status"] == "failed" and "median_ms" not in adams
+        assert "signal" in adams["error"] or "exit status" in adams["error"]
+        assert op["methods"]["Mullapudi2016"]["schedule"].strip()  # the other one ran, in the same bench
+
+
+def test_report_structure(results, tmp_path):
+    paths = bench.write(results, tmp_path)
+    names = {p.name for p in paths}
+    assert {"bench.json", "bench.md"} <= names
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["machine"]["threads"] >= 1 and data["config"]["budget"] == "3"
+    assert [op["name"] for op in data["operators"]] == ["tiny-gemm", "tiny-conv"]
+    table = (tmp_path / "bench.md").read_text().splitlines()
+    header = next(line for line in table if line.startswith("| operator"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "operator", "unscheduled", "Mullapudi2016", "Adams2019", "evokernel", "numpy", "broken", "raising",
+        "evokernel rate"]
+    row = next(line for line in table if line.startswith("| tiny-gemm"))
+    assert "failed" in row and "wrong result" in row and "(1.00×)" in row and "GFLOP/s" in row
+
+
+def test_cli_runs_a_suite_operator_with_both_searches(tmp_path, capsys):
+    """``--only relu`` on the real suite (1x64x112x112), GA and random search with 3
+    evaluations each, no autoschedulers' failures expected."""
+    rc = bench.main(["--only", "relu", "--budget", "3", "--evaluator", "local", "--no-torch",
+                     "--search", "both", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    (op,) = data["operators"]
+    assert op["name"] == "relu" and "torch" not in op["methods"]
+    statuses = {name: m["status"] for name, m in op["methods"].items()}
+    assert statuses == dict.fromkeys(["unscheduled", *bench.AUTOSCHEDULERS, "evokernel", "evokernel-random",
+                                      "numpy"], "ok")
+    for curve in op["search"].values():
+        assert curve["evaluations"] == 3 and len(curve["history_ms"]) == 3
+        assert all(a >= b for a, b in zip(curve["history_ms"], curve["history_ms"][1:]))  # best so far
+    assert "Search efficiency" in (tmp_path / "bench.md").read_text()
+    assert "| ReLU 1×64×112×112 |" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_named(capsys):
+    assert bench.main(["--only", "gemm-999"]) == 2
+    assert "gemm-999" in capsys.readouterr().err
+    with pytest.raises(EvokernelError, match="search"):
+        bench.Config(search="annealing")
+    with pytest.raises(EvokernelError, match="autoscheduler"):
+        bench.Config(autoschedulers=("Nope2030",))
+    with pytest.raises(ek.BudgetError):
+        bench.Config(budget="soon")
+
+
+def test_select_keeps_suite_order():
+    assert [c.name for c in bench.select("softmax, gemm-512")] == ["gemm-512", "softmax"]
+    assert len(bench.select(None)) == len(bench.SUITE) == 9
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ek.operators.matmul(8, 12, 16),
+    lambda: ek.operators.fc(2, 16, 10),
+    lambda: ek.operators.conv2d(2, 3, 9, 7, 5, 3, stride=2, pad=1),
+    lambda: ek.operators.conv2d(1, 3, 6, 6, 4, 3, pad=1, bias=True, activation="relu6"),
+    lambda: ek.operators.depthwise_conv2d(1, 4, 8, 8, 3, pad=1),
+    lambda: ek.operators.max_pool2d(1, 3, 8, 8, 2),
+    lambda: ek.operators.max_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
+    lambda: ek.operators.avg_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
+    lambda: ek.operators.relu((3, 5)),
+    lambda: ek.operators.add((3, 5)),
+    lambda: ek.operators.softmax((4, 7)),
+])
+@pytest.mark.parametrize("baseline", [bench.numpy_baseline, bench.torch_baseline])
+def test_baselines_match_the_reference(make, baseline):
+    op = make()
+    inputs = op.random_inputs(np.random.default_rng(0))
+    call = baseline(op, inputs, 1)
+    if call is None:
+        pytest.skip("PyTorch is not installed")
+    rtol, atol = op.tolerance
+    np.testing.assert_allclose(np.asarray(call()), op.reference(*inputs), rtol=rtol, atol=atol)
+
+
+def test_side_by_side_timing_limits_slow_methods():
+    import time
+
+    protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=2, max_seconds=0.02)
+    timings = bench.time_side_by_side({"slow": lambda: time.sleep(0.015), "fast": lambda: None}, protocol)
+    assert timings["slow"].calls == 2 and timings["slow"].median >= 0.015
+    assert timings["fast"].calls >= 6 and timings["fast"].median < timings["slow"].median

@@ -17,6 +17,9 @@ from .evaluators import Outcome, Result
 from .genome import Genome
 from .runtime import Kernel
 from .runtime._catalog import CachedKernel, cached_kernels
+from .runtime._cross import CompiledObject, compile_for
+from .runtime._export_c import CLibrary, ExportError, export_c
+from .runtime._export_tengine import export_tengine_plugin
 from .runtime._records import records
 from .runtime._store import load, load_kernel
 from .search import Budget, SearchSettings
@@ -26,7 +29,8 @@ from .tuner import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "tune", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "TuningProgress", "Kernel", "Target",
+    "tune", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
+    "export_tengine_plugin", "ExportError", "TuningProgress", "Kernel", "Target",
     "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
     "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "__version__",

@@ -8,7 +8,9 @@ native-library helpers.
 from ._kernel import Kernel, Signature, TuningStats
 
 _LAZY = {"Records": "_records", "records": "_records", "load": "_store", "load_kernel": "_store",
-         "cached_kernels": "_catalog", "CachedKernel": "_catalog"}
+         "cached_kernels": "_catalog", "CachedKernel": "_catalog",
+         "export_c": "_export_c", "CLibrary": "_export_c", "ExportError": "_export_c",
+         "export_tengine_plugin": "_export_tengine"}
 
 __all__ = ["Kernel", "Signature", "TuningStats", *_LAZY]
 

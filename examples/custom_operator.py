@@ -1,6 +1,7 @@
 """Tune an operator of your own: a 3x3 box blur written as two Halide stages.
 
-Run it with ``python examples/custom_operator.py``. The operator is
+Run it with ``python examples/custom_operator.py`` (budget: ``$EVOKERNEL_EXAMPLE_BUDGET``,
+a duration or a plain number of evaluations, default 30s). The operator is
 ``out[i, j] = mean(image[i:i+3, j:j+3])`` over a ``[H, W]`` image (no padding, so
 the output is ``[H-2, W-2]``), computed separably: a horizontal 3-tap sum
 ``blur_x`` then a vertical one, ``out``. evokernel evolves a schedule for both
@@ -9,6 +10,8 @@ checks every candidate against the NumPy reference.
 """
 
 from __future__ import annotations
+
+import os
 
 import halide as hl
 import numpy as np
@@ -52,8 +55,10 @@ def make_op():
 def main() -> None:
     op = make_op()
     print("tuning", op.key)
-    kernel = ek.tune(op, target="host", budget="10s", seed=0)
-    print(kernel.schedule)
+    budget = os.environ.get("EVOKERNEL_EXAMPLE_BUDGET", "30s")
+    kernel = ek.tune(op, target="host", budget=int(budget) if budget.isdigit() else budget, seed=0,
+                     evaluator="local")
+    print(kernel.report())
 
     image = np.random.default_rng(0).uniform(-1, 1, (H, W)).astype(np.float32)
     y = kernel(image)

@@ -185,7 +185,7 @@ def wrappers(items: list[Entry], prefix: str) -> str:
             f"EK_PUBLIC {e.prototype()} {{",
             f"    halide_buffer_t ek__b[{len(e.specs)}];  /* sanitized names never hold '__' */",
             f"    halide_dimension_t ek__d[{len(e.specs)}][{rank}];",
-            f"    if ({' || '.join(f'!{a}' for a in e.args)}) return halide_error_code_buffer_argument_is_null;",
+            f"    if ({' || '.join(f'!{a}' for a in e.args)}) return ek_null_argument(\"{e.name}\");",
             f"    return {e.symbol}({buffers});",
             "}",
         ]))

@@ -32,6 +32,12 @@ EK_PUBLIC const char *EK_CAT(EK_PREFIX, _last_error)(void) { return ek_last_erro
 
 EK_PUBLIC int EK_CAT(EK_PREFIX, _set_num_threads)(int n) { return halide_set_num_threads(n); }
 
+/* A NULL array pointer: no Halide call (a NULL host would make it a bounds query). */
+static int ek_null_argument(const char *function) {
+    snprintf(ek_last_error, sizeof ek_last_error, "%s: an array pointer is NULL", function);
+    return halide_error_code_buffer_argument_is_null;
+}
+
 /* Fill `b` (with dimension array `d`) to describe a dense array of `rank` axes
  * of extents `shape` (NumPy order) at `host`, of floats of `bits` bits. */
 static halide_buffer_t *ek_buffer(halide_buffer_t *b, halide_dimension_t *d, const void *host, int rank,

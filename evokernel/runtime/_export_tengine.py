@@ -38,8 +38,6 @@ def _operator(entry: Entry) -> ops.Operator:
             raise ExportError(f"{kernel.signature.key}: Tengine export needs the operator ({error})") from error
     if op.key != kernel.signature.key:
         raise ExportError(f"{kernel.signature.key}: its recorded operator does not rebuild to the same key")
-    if op.dtype != "float32":
-        raise ExportError(f"{op.key}: the Tengine plugin runs float32 kernels only")
     return op
 
 
@@ -56,6 +54,8 @@ def _shape(dims, any_rank: bool = False, lead: int = -1) -> tuple[int, tuple[int
 def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
     """(Tengine op type, family, parameters, expected tensor shapes) of ``op``, or
     ``ExportError`` if Tengine has no operator that it computes exactly."""
+    if op.dtype != "float32":
+        raise ExportError(f"{op.key}: the Tengine plugin runs float32 kernels only")
     specs = [s.shape for s in (*op.inputs, op.output)]
     if isinstance(op, ops.Conv2d):
         params = [*op.kernel, *op.stride, *op.padding, *op.dilation, op.groups, _ACTIVATIONS[op.activation], op.c_out]

@@ -1,0 +1,209 @@
+"""ek.export_tengine_plugin, run by a faithful stand-in for Tengine.
+
+Tengine is on no package registry these machines reach, so ``tengine_host/host.c``
+does to the plugin what Tengine lite 1.4 - 1.5 does (per /work/shared/tengine-abi.md,
+read from Tengine's source and checked on a build): it dlopens the plugin and calls
+its init; it exports ``register_builtin_node_ops``, ``unregister_builtin_node_ops``
+and ``get_ir_graph_tensor`` from the executable (``-rdynamic``), where Tengine's
+library provides them; it lays out nodes, tensors and op parameters in Tengine's own
+structures (the byte offsets measured on a Tengine build are asserted at compile
+time) with only the bytes each needs; it keeps the strictly highest score against a
+built-in kernel of score 4000 registered first; it calls init_node, prerun, run
+(twice), postrun and release_node, then release, checks that nothing stays
+registered, and dlcloses. The host runs under AddressSanitizer, and once under
+valgrind, which also sees the plugin's (uninstrumented) memory accesses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evokernel as ek
+from evokernel.runtime._export_tengine import describe
+
+HOST_SOURCE = Path(__file__).parent / "tengine_host" / "host.c"
+OP_CONV, OP_FC, OP_POOL, OP_RELU, OP_RELU6, OP_SOFTMAX = 15, 26, 49, 56, 57, 72
+ops = ek.operators
+
+CASES = {  # name: (operator, Tengine node: op type, param line, tensor dims (inputs, output) or None = numpy's)
+    "conv_b1_g1": ops.conv2d(1, 4, 6, 6, 8, k=3, pad=1),
+    "conv_b2_relu": ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, bias=True, activation="relu"),
+    "conv_g4_relu6": ops.conv2d(1, 8, 6, 6, 8, k=3, pad=1, groups=4, bias=True, activation="relu6"),
+    "depthwise_b2": ops.depthwise_conv2d(2, 8, 6, 6, k=3, pad=1, bias=True, activation="relu"),
+    "fc": ops.fc(2, 32, 10),
+    "maxpool_ceil": ops.max_pool2d(1, 4, 8, 8, k=3, stride=2, ceil_mode=True),
+    "maxpool_pad": ops.max_pool2d(2, 4, 8, 8, k=3, stride=2, pad=1),
+    "avgpool_global": ops.avg_pool2d(1, 8, 5, 5, k=5),
+    "softmax": ops.softmax((2, 10)),
+    "relu": ops.relu((1, 4, 5, 5)),
+}
+
+
+def conv_param(op, **change) -> str:
+    """A Tengine conv_param for ``op``, as a graph builder fills it."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = op.kernel, op.stride, op.padding, op.dilation
+    fields = dict(kh=kh, kw=kw, sh=sh, sw=sw, ph0=ph, ph1=ph, pw0=pw, pw1=pw, dh=dh, dw=dw, cin=op.c_in,
+                  cout=op.c_out, group=op.groups, act={None: -1, "relu": 0, "relu6": 6}[op.activation], wino=0)
+    fields.update(change)
+    return "conv " + " ".join(map(str, fields.values()))
+
+
+def node(op) -> tuple[int, str]:
+    """(op type, parameters) of the Tengine node that ``op`` computes."""
+    if isinstance(op, ops.Conv2d):
+        return OP_CONV, conv_param(op)
+    if isinstance(op, ops.FullyConnected):
+        return OP_FC, f"fc {op.out_features}"
+    if isinstance(op, ops.Pool2d):
+        (kh, kw), (sh, sw), (ph, pw), (fh, fw) = op.kernel, op.stride, op.padding, op.far_padding
+        is_global = int(op.kernel == (op.h, op.w))
+        return OP_POOL, f"pool {int(op.method == 'avg')} {kh} {kw} {sh} {sw} {ph} {fh} {pw} {fw} {is_global} 0"
+    if isinstance(op, ops.Softmax):
+        return OP_SOFTMAX, f"softmax {len(op.shape) - 1}"
+    return OP_RELU, "relu 0"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("host") / "host"
+    subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-g", "-fsanitize=address", "-rdynamic",
+                    "-o", str(exe), str(HOST_SOURCE), "-ldl"], check=True)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    return {name: ek.tune(op, budget=2, seed=0, evaluator="local") for name, op in CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def plugin(kernels, tmp_path_factory):
+    return ek.export_tengine_plugin(list(kernels.values()), tmp_path_factory.mktemp("plugin") / "libek.so",
+                                    init="my_init", release="my_release")
+
+
+def run_host(host, plugin, tmp: Path, op, op_type: int, param: str, shapes=None, threads: int = 2,
+             prefix=(), init="my_init", release="my_release") -> tuple[str, np.ndarray | None, list]:
+    """Run one node through the host; returns its verdict, the output and the inputs."""
+    rng = np.random.default_rng(1)
+    if shapes is None:
+        inputs = op.random_inputs(rng)
+        shapes = [a.shape for a in inputs] + [op.output.shape]
+    else:
+        inputs = [rng.standard_normal(shape).astype(np.float32) for shape in shapes[:-1]]
+    lines = [f"op {op_type}", f"threads {threads}", f"param {param}"]
+    for i, (a, shape) in enumerate(zip(inputs, shapes)):
+        a.astype(np.float32).tofile(tmp / f"in{i}.bin")
+        lines.append(f"input {tmp / f'in{i}.bin'} {len(shape)} {' '.join(map(str, shape))}")
+    lines.append(f"output {tmp / 'out.bin'} {len(shapes[-1])} {' '.join(map(str, shapes[-1]))}")
+    (tmp / "spec").write_text("\n".join(lines) + "\n")
+    done = subprocess.run([*prefix, str(host), str(plugin), init, release, str(tmp / "spec")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    verdict = done.stdout.strip()
+    out = np.fromfile(tmp / "out.bin", np.float32) if (tmp / "out.bin").exists() else None
+    return verdict, out, inputs
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_plugin_computes_each_node_like_numpy(host, plugin, tmp_path, name):
+    op = CASES[name]
+    verdict, out, inputs = run_host(host, plugin, tmp_path, op, *node(op))
+    assert verdict == "score 8000 plugin"
+    rtol, atol = op.tolerance
+    np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=rtol, atol=atol)
+
+
+def test_any_rank_with_the_same_memory_matches(host, plugin, tmp_path):
+    """Tengine feeds fc a [batch, c, h, w] tensor and may softmax [n, c, 1, 1] over c."""
+    fc, softmax = CASES["fc"], CASES["softmax"]
+    verdict, out, inputs = run_host(host, plugin, tmp_path, fc, *node(fc), shapes=[(2, 8, 2, 2), (10, 32), (10,),
+                                                                                     (2, 10)])
+    assert verdict == "score 8000 plugin"
+    np.testing.assert_allclose(out.reshape(2, 10), fc.reference(inputs[0].reshape(2, 32), *inputs[1:]),
+                               rtol=1e-4, atol=1e-4)
+    verdict, out, inputs = run_host(host, plugin, tmp_path, softmax, OP_SOFTMAX, "softmax 1",
+                                    shapes=[(2, 10, 1, 1), (2, 10, 1, 1)])
+    assert verdict == "score 8000 plugin"
+    np.testing.assert_allclose(out.reshape(2, 10), softmax.reference(inputs[0].reshape(2, 10)), rtol=1e-5, atol=1e-6)
+
+
+MISMATCHES = {  # name: (case, op type, param, shapes): every one must fall back to the built-in kernel
+    "batch": ("conv_b1_g1", OP_CONV, None, [(2, 4, 6, 6), (8, 4, 3, 3), (2, 8, 6, 6)]),
+    "pad": ("conv_b1_g1", OP_CONV, dict(ph1=2), None),
+    "activation": ("conv_b2_relu", OP_CONV, dict(act=-1), None),
+    "relu6 vs relu": ("conv_g4_relu6", OP_CONV, dict(act=0), None),
+    "group": ("conv_g4_relu6", OP_CONV, dict(group=2), [(1, 8, 6, 6), (8, 4, 3, 3), (8,), (1, 8, 6, 6)]),
+    "dilation": ("conv_b1_g1", OP_CONV, dict(dh=2), None),
+    "no bias": ("conv_b2_relu", OP_CONV, None, [(2, 4, 7, 7), (8, 4, 3, 3), (2, 8, 4, 4)]),
+    "fc outputs": ("fc", OP_FC, "fc 11", None),
+    "pool method": ("maxpool_pad", OP_POOL, "pool 1 3 3 2 2 1 1 1 1 0 0", None),
+    "floor output": ("maxpool_ceil", OP_POOL, "pool 0 3 3 2 2 0 0 0 0 0 0", [(1, 4, 8, 8), (1, 4, 3, 3)]),
+    "softmax axis": ("softmax", OP_SOFTMAX, "softmax 0", None),
+    "leaky relu": ("relu", OP_RELU, "relu 0.1", None),
+    "op type": ("relu", OP_RELU6, "none", None),
+}
+
+
+@pytest.mark.parametrize("name", MISMATCHES)
+def test_a_node_that_differs_in_anything_scores_zero(host, plugin, tmp_path, name):
+    case, op_type, param, shapes = MISMATCHES[name]
+    op = CASES[case]
+    if param is None or isinstance(param, dict):
+        param = conv_param(op, **(param or {}))
+    if name == "no bias":
+        op = ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, activation="relu")
+    verdict, out, _ = run_host(host, plugin, tmp_path, op, op_type, param, shapes)
+    assert verdict == "score 4000 builtin"
+    assert out is None
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_no_memory_errors_under_valgrind(tmp_path):
+    """ASan sees the host's accesses; valgrind also sees the plugin's own. Valgrind
+    decodes no AVX-512, so this kernel is tuned for AVX2."""
+    exe = tmp_path / "host_plain"
+    subprocess.run(["cc", "-std=gnu11", "-g", "-rdynamic", "-o", str(exe), str(HOST_SOURCE), "-ldl"], check=True)
+    op = CASES["conv_g4_relu6"]
+    kernel = ek.tune(op, target="x86-64-linux-avx-avx2-f16c-fma-sse41", budget=2, seed=0, evaluator="local")
+    plugin = ek.export_tengine_plugin([kernel], tmp_path / "libek.so", init="my_init", release="my_release")
+    valgrind = ["valgrind", "--error-exitcode=99", "--quiet"]
+    verdict, out, inputs = run_host(exe, plugin, tmp_path, op, *node(op), prefix=valgrind)
+    assert verdict == "score 8000 plugin"
+    np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_plugin_exports_only_init_release_and_kernels(kernels, plugin):
+    listing = subprocess.run(["nm", "-D", "--defined-only", str(plugin)], capture_output=True, text=True,
+                             check=True).stdout
+    names = {line.split()[-1] for line in listing.splitlines()}
+    assert {"my_init", "my_release"} <= names
+    assert all(n in ("my_init", "my_release") or n.startswith("evokernel_") for n in names)
+    assert len(names) == 2 + len(kernels)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(init="init-fn"), "C identifier"),
+    (dict(release="9lives"), "C identifier"),
+    (dict(init="same", release="same"), "different"),
+    (dict(tengine_headers="/nonexistent"), "source/ directory"),
+])
+def test_bad_arguments_name_the_problem(kernels, tmp_path, kwargs, message):
+    with pytest.raises(ek.ExportError, match=message):
+        ek.export_tengine_plugin([kernels["relu"]], tmp_path / "p.so", **kwargs)
+
+
+@pytest.mark.parametrize("op, message", [
+    (ops.avg_pool2d(1, 2, 6, 6, k=3, pad=1), "average pooling over padding"),
+    (ops.matmul(4, 4, 4), "no Tengine operator"),
+    (ops.relu(8, dtype="float64"), "float32 kernels only"),
+])
+def test_operators_tengine_cannot_express_are_refused(op, message):
+    """Checked on the operator before anything is built (tuning them would add nothing)."""
+    with pytest.raises(ek.ExportError, match=message):
+        describe(op)

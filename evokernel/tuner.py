@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Sequence
 
 from ._progress import Tracker, display_for
-from .errors import TargetError, TuningError
+from .errors import TuningError
 from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
 from .genome import Genome, ScheduleSpace
 from .operators import Operator
@@ -58,9 +58,6 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     if not isinstance(operator, Operator):
         raise TypeError(f"tune() needs an operator such as ek.operators.matmul(...), got {type(operator).__name__}")
     target = Target.parse(target)
-    if not target.runs_here():
-        raise TargetError(f"target {target.string!r} cannot run on this machine "
-                          f"({Target.parse('host').string}); tune for 'host' or a subset of its features")
     budget = Budget.parse(budget)
     display = display_for(progress, operator.key)
     root = _paths.cache_dir(cache_dir)
@@ -72,10 +69,12 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
             return _store.from_entry(root, operator, entry, threads)
     clock = budget.clock()
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-    space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads)
+    ev = create_evaluator(evaluator)
+    ev.check_target(target)  # a TargetError naming the ways out when no runner can execute it
+    space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads,
+                                         gpu=target.is_gpu)
     context = Context(operator, target, space, threads, root, seed, settings or Settings())
     records = Records(root / "records.sqlite3")
-    ev = create_evaluator(evaluator)
     tracker = Tracker(operator.key, budget, clock.start, display)
     log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, _budget_text(budget), seed)
     try:

@@ -47,18 +47,27 @@ def build(operator: Operator, space: ScheduleSpace, genome: Genome | None, targe
     """Decode ``genome`` (``None``: leave the pipeline unscheduled) onto a fresh
     algorithm and compile it ahead of time."""
     start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "kernel.o")
+        schedule = compile_files(operator, space, genome, target.halide.with_feature(hl.TargetFeature.NoRuntime),
+                                 {hl.OutputFileType.object: path})
+        data = path.read_bytes()
+    return Artifact(data, target.string, schedule, time.perf_counter() - start)
+
+
+def compile_files(operator: Operator, space: ScheduleSpace, genome: Genome | None, target: hl.Target,
+                  outputs: dict, function: str = FUNCTION) -> str:
+    """Decode ``genome`` onto a fresh algorithm and write ``outputs`` (Halide output
+    file type -> path) for ``target``; returns the schedule code."""
     algorithm = operator.algorithm()
     try:
         schedule = apply(genome, algorithm, space) if genome is not None else "# unscheduled"
-        with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
-            path = Path(tmp, "kernel.o")
-            algorithm.pipeline().compile_to(
-                {hl.OutputFileType.object: str(path)}, algorithm.inputs, FUNCTION,
-                target.halide.with_feature(hl.TargetFeature.NoRuntime))
-            data = path.read_bytes()
+        with _quiet_stderr():
+            algorithm.pipeline().compile_to({kind: str(path) for kind, path in outputs.items()},
+                                            algorithm.inputs, function, target)
     except (hl.HalideError, RuntimeError, ValueError, TypeError) as error:
         raise BuildFailure(str(error).strip() or type(error).__name__) from error
-    return Artifact(data, target.string, schedule, time.perf_counter() - start)
+    return schedule
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import EvokernelError
+from ..errors import EvokernelError, TargetError
 from ..genome import Genome, ScheduleSpace
 from ..operators import Operator
 from ..runtime import _native, _paths
@@ -94,6 +94,12 @@ class Evaluator(abc.ABC):
 
     def prepare(self, context: Context) -> None:
         self.context, self.best, self._fastest = context, None, {}
+
+    def check_target(self, target: Target) -> None:
+        """Raise ``TargetError`` unless this evaluator has a runner for ``target``
+        (here: this machine's CPU, and its GPU for a GPU target)."""
+        if not target.runs_here():
+            raise no_runner(target, f"on this machine ({Target.parse('host').string})")
 
     @abc.abstractmethod
     def build_batch(self, genomes: list[Genome | None]) -> list["Artifact | Result"]:
@@ -254,6 +260,18 @@ class InlineEvaluator(_BuildsHere):
     def run(self, library, cutoff, timeout, protocol):
         kernel = _native.NativeKernel(library, FUNCTION, self._runtime, self._task.shapes, self._task.dtypes)
         return run_one(kernel, self._task, protocol, cutoff)
+
+
+def no_runner(target: Target, where: str) -> TargetError:
+    """The error for a target no runner can execute, with the two ways out."""
+    from ._ray import runner_resources
+
+    resource = next(iter(runner_resources(target)))
+    return TargetError(
+        f"no runner can execute target {target.string!r} {where}. Cross-compile for it with "
+        f"ek.compile_for(kernel_or_operator, {target.string!r}, path), or tune with evaluator='ray' on a "
+        f"Ray cluster where a node offers the runner resource {resource!r} "
+        f"(ray start --resources='{{\"{resource}\": 1}}')")
 
 
 def create_evaluator(kind: "str | Evaluator") -> Evaluator:

@@ -23,11 +23,11 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import EvokernelError, TargetError
+from ..errors import EvokernelError
 from ..genome import Genome
 from ..target import Target
 from ._build import FUNCTION, Artifact, BuildFailure, build, genome_key
-from ._evaluator import Context, Evaluator
+from ._evaluator import Context, Evaluator, no_runner
 from ._result import Outcome, Result
 from ._runner import Measurement, Protocol, Runner, Task
 
@@ -37,13 +37,26 @@ log = logging.getLogger("evokernel")
 
 def runner_resources(target: "str | Target" = "host") -> dict[str, float]:
     """The custom resource a Ray node offers to time kernels: named after the node's
-    own CPU target, it serves every target that CPU can run. Pass it to
+    own target (its CPU, plus a GPU API such as ``-opencl`` or ``-cuda`` for a node
+    with such a device), it serves every target that node can run. Pass it to
     ``ray start --resources`` on the nodes that should run timings.
 
     >>> sorted(runner_resources("x86-64-linux-avx2"))
     ['evokernel-runner:x86-64-linux-avx2']
     """
     return {RESOURCE_PREFIX + Target.parse(target).string: 1.0}
+
+
+def local_runner_resources() -> dict[str, float]:
+    """The runner resources this machine offers: its CPU's, and one per GPU API
+    with a device here (``...-opencl`` where an OpenCL device is found)."""
+    from ..target import gpu_available
+
+    resources = runner_resources("host")
+    for api in ("opencl", "cuda"):
+        if gpu_available(api):
+            resources.update(runner_resources(f"host-{api}"))
+    return resources
 
 
 def runner_resource_for(target: Target, offered: dict) -> str | None:
@@ -78,7 +91,7 @@ def ensure_ray(address: str | None = None):
         return ray
     from ._evaluator import default_threads
 
-    ray.init(address="local", num_cpus=default_threads(), resources=runner_resources("host"), **quiet)
+    ray.init(address="local", num_cpus=default_threads(), resources=local_runner_resources(), **quiet)
     _STARTED_HERE = True
     atexit.register(_shutdown)
     return ray
@@ -177,15 +190,22 @@ class RayEvaluator(Evaluator):
         self.build_nodes: list[str] = []
         self.timing_nodes: list[str] = []
 
+    def check_target(self, target: Target) -> None:
+        """Raise ``TargetError`` unless a node of the cluster offers a runner resource
+        for ``target``."""
+        self._runner_resource(target)
+
+    def _runner_resource(self, target: Target) -> str:
+        resource = runner_resource_for(target, ensure_ray(self.address).cluster_resources())
+        if resource is None:
+            raise no_runner(target, "on any node of the Ray cluster")
+        return resource
+
     def prepare(self, context: Context) -> None:
         self.close()
         super().prepare(context)
         ray = ensure_ray(self.address)
-        resource = runner_resource_for(context.target, ray.cluster_resources())
-        if resource is None:
-            wanted = next(iter(runner_resources(context.target)))
-            raise TargetError(f"no Ray node offers a runner for {context.target.string} "
-                              f"(start one with: ray start --resources='{{\"{wanted}\": 1}}')")
+        resource = self._runner_resource(context.target)
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
         _ship_code_by_value(context.operator)
@@ -253,4 +273,4 @@ class RayEvaluator(Evaluator):
             self._actor = None
 
 
-__all__ = ["RayEvaluator", "runner_resources", "ensure_ray"]
+__all__ = ["RayEvaluator", "runner_resources", "local_runner_resources", "ensure_ray"]

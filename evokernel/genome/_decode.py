@@ -11,7 +11,7 @@ import halide as hl
 
 from ..operators._base import Algorithm
 from ._genome import INLINE, ROOT, Genome
-from ._plan import TailStrategy, plan
+from ._plan import MemoryType, TailStrategy, plan
 from ._space import ScheduleSpace
 
 
@@ -110,8 +110,9 @@ class _Handle:
     def _argument(self, arg, rvar_context: bool):
         if isinstance(arg, _FuncRef):
             return arg.func, arg.name
-        if isinstance(arg, TailStrategy):
-            return getattr(hl.TailStrategy, arg.name), f"hl.TailStrategy.{arg.name}"
+        if isinstance(arg, (TailStrategy, MemoryType)):
+            kind = type(arg).__name__
+            return getattr(getattr(hl, kind), arg.name), f"hl.{kind}.{arg.name}"
         if isinstance(arg, str):
             rvar = rvar_context or self.recorder.is_rvar(arg)
             return self.recorder.loop(arg, rvar), _code_name(arg)

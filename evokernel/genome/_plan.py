@@ -8,6 +8,8 @@ single place where a genome acquires meaning, for decoding, printing and repairi
 Loop names keep Halide's idiom ``split(x, x, x_t, 64)``: the outer loop keeps the
 old name, the inner one gets a suffix (``_t`` tile, ``_i`` inner tile, ``_u``
 unrolled, ``_v`` vector lanes, ``_r`` inner reduction split).
+
+For a GPU target (``space.gpu``) the same genes are read as GPU mappings: see ``_gpu``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from ._space import ScheduleSpace, StageSpace
 @dataclass(frozen=True)
 class TailStrategy:
     """Name of a Halide ``TailStrategy`` (kept as data so plans stay Halide-free)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class MemoryType:
+    """Name of a Halide ``MemoryType`` (GPU shared memory, for staged producers)."""
 
     name: str
 
@@ -45,6 +54,8 @@ class StagePlan:
     location: int                  # INLINE, ROOT, or an index into the consumer's loops
     at_loop: str | None = None     # the consumer loop named by ``location``
     definitions: list[Definition] = field(default_factory=list)
+    gpu: str = ""                  # GPU targets: "kernel", "shared" or "serial" (see ``_gpu``)
+    sites: list[Loop] | None = None  # GPU targets: the loops producers may be computed at
 
     @property
     def loops(self) -> list[Loop]:
@@ -52,6 +63,8 @@ class StagePlan:
         less its vector lanes (Halide code computed inside a vectorised loop crashes)
         and unrolled loops (the producer's code would be copied once per unrolled
         iteration: compiles of half a minute, for no gain)."""
+        if self.sites is not None:
+            return self.sites
         if not self.definitions:
             return []
         last = self.definitions[-1]
@@ -61,10 +74,14 @@ class StagePlan:
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
     """Plan every stage, consumers before producers; returns plans in space order."""
+    if space.gpu:
+        from ._gpu import plan_gpu_stage as plan_stage
+    else:
+        plan_stage = _plan_stage
     plans: dict[int, StagePlan] = {}
     for index in reversed(range(len(space.stages))):
         stage, gene = space.stages[index], genome.stages[index]
-        plans[index] = _plan_stage(space, stage, gene, plans)
+        plans[index] = plan_stage(space, stage, gene, plans)
     return [plans[i] for i in range(len(space.stages))]
 
 

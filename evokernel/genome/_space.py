@@ -46,14 +46,16 @@ class StageSpace:
 @dataclass(frozen=True)
 class ScheduleSpace:
     """Every stage of an algorithm, producers first, plus the machine facts a
-    schedule depends on (vector lanes of the dtype, threads)."""
+    schedule depends on (vector lanes of the dtype, threads, and whether the
+    target is a GPU: then the same genes decode onto GPU blocks and threads)."""
 
     stages: tuple[StageSpace, ...]
     lanes: int
     threads: int
+    gpu: bool = False
 
     @classmethod
-    def from_algorithm(cls, algorithm: Algorithm, lanes: int, threads: int) -> "ScheduleSpace":
+    def from_algorithm(cls, algorithm: Algorithm, lanes: int, threads: int, gpu: bool = False) -> "ScheduleSpace":
         names = [s.name for s in algorithm.stages]
         stages = []
         for i, stage in enumerate(algorithm.stages):
@@ -66,7 +68,7 @@ class ScheduleSpace:
                 extents=tuple(int(e) for e in stage.extents),
                 rvars=rvars, rextents=rextents, consumer=consumer,
                 is_output=is_output, optional=stage.optional))
-        return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)))
+        return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)), bool(gpu))
 
     def stage(self, name: str) -> StageSpace:
         return next(s for s in self.stages if s.name == name)

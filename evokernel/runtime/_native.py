@@ -94,10 +94,18 @@ def runtime_library(target: str, directory: Path) -> Path:
             runtime_obj, shim_src, lib = Path(tmp, "runtime.o"), Path(tmp, "shim.c"), Path(tmp, path.name)
             hl.compile_standalone_runtime(str(runtime_obj), hl.Target(target))
             shim_src.write_text(_shim_source())
-            _run([compiler(), "-shared", "-fPIC", "-O2", "-o", str(lib), str(shim_src), str(runtime_obj),
+            _run([compiler(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib), str(shim_src),
+                  str(runtime_obj),
                   f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
             os.replace(lib, path)
     return path
+
+
+def _halide_include() -> Path:
+    """The wheel's C headers (``HalideRuntime.h``, for the shim)."""
+    import halide as hl
+
+    return Path(hl.__file__).parent / "include"
 
 
 def _shim_source() -> str:
@@ -140,7 +148,8 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
     and ``threads`` worker threads."""
     lib = ctypes.CDLL(str(path))
     lib.evokernel_last_error.restype = ctypes.c_char_p
-    lib.evokernel_time_calls.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+    lib.evokernel_call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.evokernel_time_calls.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                                          ctypes.POINTER(ctypes.c_double)]
     lib.evokernel_install_error_handler()
     lib.halide_set_num_threads(int(threads))
@@ -157,8 +166,7 @@ class NativeKernel:
     def __init__(self, library: Path, function: str, runtime: ctypes.CDLL,
                  shapes: Sequence[Sequence[int]], dtypes: Sequence[str]):
         self._lib = ctypes.CDLL(str(library), mode=os.RTLD_LOCAL)
-        self._fn = getattr(self._lib, f"{function}_argv")
-        self._fn.argtypes = [ctypes.c_void_p]
+        self._fn = ctypes.cast(getattr(self._lib, f"{function}_argv"), ctypes.c_void_p)
         self._runtime = runtime
         self._buffers = [describe_buffer(s, d) for s, d in zip(shapes, dtypes)]
         self._argv = (ctypes.c_void_p * len(self._buffers))(*[ctypes.addressof(b) for b in self._buffers])
@@ -174,12 +182,13 @@ class NativeKernel:
             raise KernelRuntimeError(f"kernel returned error {rc}: {message or 'no message'}")
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> None:
-        """Run once; ``arrays`` are the inputs followed by the output. (Halide calls
-        the error handler before returning an error code, so the kept message is
-        always this call's: no need to clear it first.)"""
+        """Run once; ``arrays`` are the inputs followed by the output (on a GPU
+        target, the output is copied back and device memory released before this
+        returns). Halide calls the error handler before returning an error code, so
+        the kept message is always this call's: no need to clear it first."""
         with self._lock:
             self._bind(arrays)
-            rc = self._fn(self._argv)
+            rc = self._runtime.evokernel_call(self._fn, self._argv, len(self._buffers))
         self._check(rc)
 
     def time(self, arrays: Sequence[np.ndarray], calls: int) -> np.ndarray:
@@ -189,7 +198,6 @@ class NativeKernel:
             self._bind(arrays)
             self._runtime.evokernel_clear_error()
             rc = self._runtime.evokernel_time_calls(
-                ctypes.cast(self._fn, ctypes.c_void_p), self._argv, calls,
-                times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+                self._fn, self._argv, len(self._buffers), calls, times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
             self._check(rc)
         return times

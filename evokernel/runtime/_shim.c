@@ -6,15 +6,18 @@
  *   message (per thread) and returns, so the pipeline returns an error code.
  * - Timing: the kernel is called through its generated `<name>_argv` entry point
  *   in a C loop, so Python's call overhead never enters a measurement.
+ * - GPU targets: the arrays are host memory. Inputs are marked host-dirty so
+ *   Halide copies them to the device; after the call (or the timed calls, which
+ *   keep the data on the device) the output (the last buffer) is copied back and
+ *   every device allocation is released, so NumPy sees the result and the next
+ *   call starts clean. On CPU targets buffers have no device and this costs nothing.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-typedef void (*halide_error_handler_t)(void *, const char *);
-extern halide_error_handler_t halide_set_error_handler(halide_error_handler_t handler);
-extern int halide_set_num_threads(int n);
+#include "HalideRuntime.h"
 
 static __thread char last_error[4096];
 
@@ -35,14 +38,41 @@ static double now_seconds(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static void mark_inputs(void **args, int count) {
+    for (int i = 0; i < count - 1; i++) ((halide_buffer_t *)args[i])->flags |= halide_buffer_flag_host_dirty;
+}
+
+/* Copy the output back to the host and free every device allocation; keeps the first error. */
+static int finish(void **args, int count, int rc) {
+    halide_buffer_t *out = (halide_buffer_t *)args[count - 1];
+    if (rc == 0 && out->device) rc = halide_copy_to_host(NULL, out);
+    for (int i = 0; i < count; i++) {
+        halide_buffer_t *buf = (halide_buffer_t *)args[i];
+        if (buf->device) {
+            int err = halide_device_free(NULL, buf);
+            if (rc == 0) rc = err;
+        }
+    }
+    return rc;
+}
+
+/* One call of fn on `count` buffers (inputs, then the output). */
+int evokernel_call(int (*fn)(void **), void **args, int count) {
+    mark_inputs(args, count);
+    return finish(args, count, fn(args));
+}
+
 /* Call fn(args) `iters` times, writing each call's seconds into times[].
  * Stops at the first non-zero return code and returns it. */
-int evokernel_time_calls(int (*fn)(void **), void **args, int iters, double *times) {
-    for (int i = 0; i < iters; i++) {
+int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
+    int rc = 0;
+    mark_inputs(args, count);
+    for (int i = 0; i < iters && rc == 0; i++) {
         double start = now_seconds();
-        int rc = fn(args);
+        rc = fn(args);
+        halide_buffer_t *out = (halide_buffer_t *)args[count - 1];
+        if (rc == 0 && out->device) rc = halide_device_sync(NULL, out);  /* GPU calls are asynchronous */
         times[i] = now_seconds() - start;
-        if (rc != 0) return rc;
     }
-    return 0;
+    return finish(args, count, rc);
 }

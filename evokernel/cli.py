@@ -14,9 +14,11 @@ A bad argument prints one line and exits with status 2; ``--debug`` shows traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -179,7 +181,7 @@ def cmd_export(args) -> int:
     from .runtime._catalog import cached_kernels
 
     if args.operator:
-        kernels = [k for spec in args.operator for k in _chosen([spec], args.target)]
+        kernels = [k for spec in args.operator for k in _chosen(spec, args.target)]
     else:
         kernels = cached_kernels(target=args.target)
     if not kernels:
@@ -193,7 +195,8 @@ def cmd_export(args) -> int:
         from . import export_tengine_plugin
 
         written = export_tengine_plugin(loaded, args.path)
-    print(f"exported {len(loaded)} kernels: {written}")
+    paths = [written] if isinstance(written, Path) else [getattr(written, f.name) for f in dataclasses.fields(written)]
+    print(f"exported {len(loaded)} kernels:", *paths, sep="\n  ")
     return 0
 
 
@@ -253,8 +256,9 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[common], help="export cached kernels as a C library or Tengine plugin")
     export.add_argument("format", choices=("c", "tengine"))
     export.add_argument("path", help="c: a directory; tengine: the plugin's .so path")
-    export.add_argument("--operator", action="append", metavar="KERNEL",
-                        help="export this operator (name, key or id; repeatable; default: every cached kernel)")
+    export.add_argument("--operator", action="append", nargs="+", metavar="KERNEL",
+                        help="export this kernel: an id, an operator name or key, or an operator and its "
+                             "KEY=VALUEs (repeatable; default: every cached kernel)")
     export.add_argument("--target", help="only kernels of this target")
     export.add_argument("--name", default="evokernel", help="c: the library's name (default: evokernel)")
     export.set_defaults(run=cmd_export)

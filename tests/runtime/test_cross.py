@@ -95,3 +95,12 @@ def test_bad_sources_and_names_are_named(matmul, tmp_path):
         ek.compile_for(matmul, "arm-64-linux", tmp_path / "x.o", genome={"stages": []})
     with pytest.raises(BuildError, match="C identifier"):
         ek.compile_for(matmul, "arm-64-linux", tmp_path / "x.o", function="not a name")
+
+
+@pytest.mark.parametrize("target", ["arm-64-linux", "x86-64-linux-cuda"])
+def test_tuning_for_a_target_no_runner_executes_points_to_compile_for_and_ray(target):
+    with pytest.raises(TargetError) as error:
+        ek.tune(ek.operators.relu((4, 8)), target, budget=2, evaluator="local")
+    text = str(error.value)
+    assert "no runner can execute" in text and "ek.compile_for" in text
+    assert f"evokernel-runner:{ek.Target.parse(target).string}" in text

@@ -65,6 +65,7 @@ class Tracker:
         self.best: float | None = None
         self.baseline: float | None = None
         self.failures: Counter = Counter()
+        getattr(display, "start", lambda: None)()
 
     def add(self, genome_key: str, result: Result) -> None:
         """Note one evaluation (a genome seen before in this run is not counted again)."""
@@ -101,7 +102,7 @@ def display_for(progress, operator_key: str) -> Display | None:
 
 class Bar:
     """A live ``rich`` progress bar on stderr: evaluations, best time, speedup, failures.
-    It appears with the first evaluation and stays, complete, when the run ends."""
+    It appears when the run starts and stays, complete, when it ends."""
 
     def __init__(self, operator_key: str):
         from rich.console import Console
@@ -110,17 +111,18 @@ class Bar:
         self._live = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                               TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                               console=Console(stderr=True), transient=False)
-        self._task = self._live.add_task(_short(operator_key), total=1.0, status="starting")
-        self._started = False
+        self._label, self._task = _short(operator_key), None
+
+    def start(self) -> None:
+        self._task = self._live.add_task(self._label, total=1.0, status="starting")
+        self._live.start()
 
     def __call__(self, p: TuningProgress) -> None:
-        if not self._started:
-            self._live.start()
-            self._started = True
-        self._live.update(self._task, completed=p.fraction, status=status_line(p))
+        if self._task is not None:
+            self._live.update(self._task, completed=p.fraction, status=status_line(p))
 
     def close(self) -> None:
-        if self._started:
+        if self._task is not None:
             self._live.update(self._task, completed=1.0)
             self._live.stop()
 

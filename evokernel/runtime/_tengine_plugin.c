@@ -203,10 +203,11 @@ static int ek_params_match(const struct ek_kernel *k, struct node *node) {
         if (q->pool_method != p[0]) return 0;
         if (q->global) return p[7];
         if (q->kernel_h != p[1] || q->kernel_w != p[2] || q->stride_h != p[3] || q->stride_w != p[4] ||
-            q->pad_h0 != p[5] || q->pad_w0 != p[6] || q->pad_h1 < 0 || q->pad_w1 < 0)
+            q->pad_h0 != p[5] || q->pad_w0 != p[6])
             return 0;
-        /* max: the output shape (checked) fixes the far padding; avg: no padding at all,
-         * so every window is whole and every flavour divides by its area */
+        /* max: Tengine clips windows to the input, as -inf padding does, and the output
+         * shape (checked) fixes how far they reach (pad_h1 follows from it); avg: no
+         * padding, so windows are whole and every flavour divides by the kernel area */
         return p[0] == 0 || (q->pad_h1 == 0 && q->pad_w1 == 0);
     }
     case EK_SOFTMAX: { /* p: rows, row length: softmax over an axis with nothing inside it */

@@ -88,7 +88,7 @@ def plugin(kernels, tmp_path_factory):
 
 
 def run_host(host, plugin, tmp: Path, op, op_type: int, param: str, shapes=None, threads: int = 2,
-             prefix=(), init="my_init", release="my_release") -> tuple[str, np.ndarray | None, list]:
+             prefix=(), init="my_init", release="my_release", extra=(), rc=0) -> tuple[str, np.ndarray | None, list]:
     """Run one node through the host; returns its verdict, the output and the inputs."""
     rng = np.random.default_rng(1)
     if shapes is None:
@@ -101,11 +101,11 @@ def run_host(host, plugin, tmp: Path, op, op_type: int, param: str, shapes=None,
         a.astype(np.float32).tofile(tmp / f"in{i}.bin")
         lines.append(f"input {tmp / f'in{i}.bin'} {len(shape)} {' '.join(map(str, shape))}")
     lines.append(f"output {tmp / 'out.bin'} {len(shapes[-1])} {' '.join(map(str, shapes[-1]))}")
-    (tmp / "spec").write_text("\n".join(lines) + "\n")
+    (tmp / "spec").write_text("\n".join([*lines, *extra]) + "\n")
     done = subprocess.run([*prefix, str(host), str(plugin), init, release, str(tmp / "spec")],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    verdict = done.stdout.strip()
+    assert done.returncode == rc, done.stderr
+    verdict = done.stdout.strip() if rc == 0 else done.stderr
     out = np.fromfile(tmp / "out.bin", np.float32) if (tmp / "out.bin").exists() else None
     return verdict, out, inputs
 
@@ -120,10 +120,11 @@ def test_plugin_computes_each_node_like_numpy(host, plugin, tmp_path, name):
 
 
 def test_any_rank_with_the_same_memory_matches(host, plugin, tmp_path):
-    """Tengine feeds fc a [batch, c, h, w] tensor and may softmax [n, c, 1, 1] over c."""
+    """Tengine's fc takes a [batch, c, h, w] input (its output is then [batch, n, 1, 1]),
+    and a softmax may run over c of [n, c, 1, 1]: the same memory as the kernels'."""
     fc, softmax = CASES["fc"], CASES["softmax"]
     verdict, out, inputs = run_host(host, plugin, tmp_path, fc, *node(fc), shapes=[(2, 8, 2, 2), (10, 32), (10,),
-                                                                                     (2, 10)])
+                                                                                     (2, 10, 1, 1)])
     assert verdict == "score 8000 plugin"
     np.testing.assert_allclose(out.reshape(2, 10), fc.reference(inputs[0].reshape(2, 32), *inputs[1:]),
                                rtol=1e-4, atol=1e-4)
@@ -161,6 +162,13 @@ def test_a_node_that_differs_in_anything_scores_zero(host, plugin, tmp_path, nam
     verdict, out, _ = run_host(host, plugin, tmp_path, op, op_type, param, shapes)
     assert verdict == "score 4000 builtin"
     assert out is None
+
+
+def test_a_node_reshaped_after_prerun_is_refused_not_miscomputed(host, plugin, tmp_path):
+    op = CASES["conv_b2_relu"]
+    message, out, _ = run_host(host, plugin, tmp_path, op, *node(op), extra=["reshape"], rc=1)
+    assert "a node callback failed" in message
+    assert np.isnan(out).all()  # run() wrote nothing
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")

@@ -19,7 +19,9 @@
  *   then dlclose()s the plugin, as unload_tengine_plugin() does.
  *
  * SPEC lines:  op TYPE | threads N | param conv|pool|fc|softmax|relu|none VALUES... |
- *              input FILE RANK DIMS... | output FILE RANK DIMS...
+ *              input FILE RANK DIMS... | output FILE RANK DIMS... |
+ *              reshape (after prerun, the batch of the first input and the output grows
+ *              by one, as when a graph is reshaped: the kernel no longer fits the node)
  * Prints "score S plugin|builtin"; exits non-zero on any failure.
  */
 #include <dirent.h>
@@ -242,12 +244,14 @@ int main(int argc, char **argv) {
     struct exec_graph exec_graph = {.num_thread = 1};
     uint16_t inputs[MAX_TENSORS], outputs[1];
     char word[16];
-    int op_type = -1, param_size = 0, output = -1;
+    int op_type = -1, param_size = 0, output = -1, reshape = 0;
     while (fscanf(spec, "%15s", word) == 1) {
         if (!strcmp(word, "op")) {
             if (fscanf(spec, "%d", &op_type) != 1 || op_type < 0 || op_type >= MAX_OP) return fail("bad op");
         } else if (!strcmp(word, "threads")) {
             if (fscanf(spec, "%d", &exec_graph.num_thread) != 1) return fail("bad threads");
+        } else if (!strcmp(word, "reshape")) {
+            reshape = 1;
         } else if (!strcmp(word, "param")) {
             if (read_param(spec, &node.op.param_mem, &param_size)) return fail("bad param");
         } else if (!strcmp(word, "input") || !strcmp(word, "output")) {
@@ -283,6 +287,7 @@ int main(int argc, char **argv) {
         struct exec_node exec_node = {.ir_node = &node, .node_ops = best, .output_num = 1};
         status |= best->init_node && best->init_node(best, &exec_node, &exec_graph);
         status |= best->prerun && best->prerun(best, &exec_node, &exec_graph);
+        if (reshape) tensors[0]->dims[0]++, tensors[output]->dims[0]++;
         for (int run = 0; run < 2 && !status; run++) {
             status |= best->reshape && best->reshape(best, &exec_node, &exec_graph);
             status |= best->run(best, &exec_node, &exec_graph) != 0;

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ AUTOSCHEDULERS = ("Mullapudi2016", "Li2018", "Adams2019")
 
 @dataclass(frozen=True)
 class Compiled:
-    """An object file for the parent to link, or the reason there is none."""
+    """An object file for the parent to link, or the reason there is none; the
+    autoscheduler's schedule source; seconds the child took (schedule and compile)."""
 
     object_bytes: bytes | None
     schedule: str = ""
@@ -52,15 +54,16 @@ def compile_isolated(operator, name: str | None, target: str, parallelism: int, 
         out = Path(tmp, "kernel.o")
         request = {"operator": operator.to_dict(), "name": name, "target": target, "out": str(out),
                    "params": {"parallelism": str(parallelism), **(params or {})}}
+        start = time.perf_counter()
         try:
             done = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(request), text=True,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return Compiled(None, error=f"timed out after {timeout:g} s")
+            return Compiled(None, seconds=timeout, error=f"timed out after {timeout:g} s")
+        seconds = time.perf_counter() - start
         if done.returncode != 0:
-            return Compiled(None, error=_failure(done.returncode, done.stderr))
-        reply = json.loads(done.stdout.strip().splitlines()[-1])
-        return Compiled(out.read_bytes(), reply["schedule"], reply["seconds"])
+            return Compiled(None, seconds=seconds, error=_failure(done.returncode, done.stderr))
+        return Compiled(out.read_bytes(), json.loads(done.stdout.strip().splitlines()[-1]), seconds)
 
 
 def _failure(rc: int, stderr: str) -> str:
@@ -69,14 +72,12 @@ def _failure(rc: int, stderr: str) -> str:
     return f"{how}: {' / '.join(lines[-3:])[-300:]}" if lines else how
 
 
-def _child(request: dict) -> dict:
-    import time
-
+def _child(request: dict) -> str:
+    """Schedule and compile as asked; returns the schedule's source."""
     import halide as hl
 
     from ..operators import from_dict
 
-    start = time.perf_counter()
     operator = from_dict(request["operator"])
     algorithm = operator.algorithm()
     target = hl.Target(request["target"])
@@ -91,7 +92,7 @@ def _child(request: dict) -> dict:
         schedule = result.schedule_source
     algorithm.pipeline().compile_to({hl.OutputFileType.object: request["out"]}, algorithm.inputs, FUNCTION,
                                     target.with_feature(hl.TargetFeature.NoRuntime))
-    return {"schedule": schedule, "seconds": time.perf_counter() - start}
+    return schedule
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 from ..errors import EvokernelError
 from ._report import markdown, write
@@ -34,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = int(args.budget) if args.budget.isdigit() else args.budget
         config = Config(budget=budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
         if args.no_torch:
-            config = Config(**{**config.__dict__, "baselines": {
-                k: v for k, v in config.baselines.items() if k != "torch"}})
-        results = run(select(args.only), config)
+            config = replace(config, baselines={k: v for k, v in config.baselines.items() if k != "torch"})
+        results = run(select(args.only), config, on_case=lambda partial: write(partial, args.out))
     except EvokernelError as error:
         print(f"evokernel bench: error: {error}", file=sys.stderr)
         return 2

@@ -76,10 +76,12 @@ class Config:
                                  f"{', '.join(AUTOSCHEDULERS)}")
 
 
-def run(cases: Sequence[Case], config: Config = Config()) -> dict:
-    """Benchmark ``cases``; returns the JSON-ready results (see ``_report``).
-    Tuning runs in a fresh cache directory unless ``config.cache_dir`` names one,
-    so every run tunes afresh with exactly its budget and leaves the user's cache alone."""
+def run(cases: Sequence[Case], config: Config = Config(),
+        on_case: Callable[[dict], None] | None = None) -> dict:
+    """Benchmark ``cases``; returns the JSON-ready results (see ``_report``), and
+    hands the results so far to ``on_case`` after each operator. Tuning runs in a
+    fresh cache directory unless ``config.cache_dir`` names one, so every run tunes
+    afresh with exactly its budget and leaves the user's cache alone."""
     threads = config.threads or default_threads()
     target = Target.parse(config.target)
     header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads),
@@ -88,7 +90,12 @@ def run(cases: Sequence[Case], config: Config = Config()) -> dict:
                          "protocol": dataclasses.asdict(config.protocol)}}
     with tempfile.TemporaryDirectory(prefix="evokernel-bench-") as tmp:
         cache = _paths.cache_dir(config.cache_dir or tmp)
-        return {**header, "operators": [_bench_case(case, config, target, threads, cache) for case in cases]}
+        results = {**header, "operators": []}
+        for case in cases:
+            results["operators"].append(_bench_case(case, config, target, threads, cache))
+            if on_case is not None:
+                on_case(results)
+        return results
 
 
 def machine(threads: int) -> dict:
@@ -124,6 +131,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
         compiled = compile_isolated(op, None if name == "unscheduled" else name, target.string, threads,
                                     config.autoscheduler_params.get(name), config.autoschedule_timeout)
         methods[name] = {"kind": "halide", "compile_seconds": compiled.seconds, "schedule": compiled.schedule}
+        log.info("%s: %s compiled in %.1f s", case.name, name, compiled.seconds)
         if compiled.ok:
             calls[name] = linker.call(compiled.object_bytes)
         else:

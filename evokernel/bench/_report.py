@@ -25,6 +25,12 @@ def markdown(results: dict) -> str:
     for op in ops:
         cells = [_cell(op["methods"].get(name)) for name in names]
         lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} |")
+    goals = [(op, t) for op in ops for t in op.get("targets", [])]
+    if goals:
+        lines += ["", "Targets (ratio: the other method's time over evokernel's):", "",
+                  "| operator | goal | ratio | needed | met |", "|---|---|---:|---:|---|"]
+        lines += [f"| {op['title']} | {t['goal']} | {t['ratio']:.2f} | ≥ {t['needed']:.2f} | "
+                  f"{'yes' if t['met'] else '**no**'} |" for op, t in goals]
     searched = [op for op in ops if {"ga", "random"} <= set(op.get("search", {}))]
     if searched:
         lines += ["", "Search efficiency, same budget: best time found by the GA and by random search, and how "

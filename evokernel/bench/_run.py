@@ -170,7 +170,28 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
     _ratios(methods)
     return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
-            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search}
+            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search,
+            "targets": targets(case, methods, config.autoschedulers)}
+
+
+def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str]) -> list[dict]:
+    """The issue's goals for this operator, from the side-by-side ratios: evokernel
+    at least as fast as the best autoscheduler; within ``library_slack`` of the
+    faster library; the GA's kernel ``search_gain`` times faster than random search's.
+    Methods that failed are left out, and so is a goal none of whose methods ran."""
+    def best_ratio(names):
+        ratios = [methods[n]["ratio_to_evokernel"] for n in names if "ratio_to_evokernel" in methods.get(n, {})]
+        return min(ratios, default=None)
+
+    goals = [("as fast as the best autoscheduler", best_ratio(autoschedulers), 1.0)]
+    if case.library_slack:
+        goals.append((f"within {case.library_slack:g}x of the faster library",
+                      best_ratio(["numpy", "torch"]), 1 / case.library_slack))
+    if case.search_gain:
+        goals.append((f"GA {case.search_gain:g}x faster than random search", best_ratio([EVOKERNEL["random"]]),
+                      case.search_gain))
+    return [{"goal": goal, "ratio": ratio, "needed": needed, "met": ratio >= needed}
+            for goal, ratio, needed in goals if ratio is not None]
 
 
 def _tune(op: Operator, config: Config, strategy: str, target: Target, threads: int, cache: Path):

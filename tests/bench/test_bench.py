@@ -28,7 +28,7 @@ def raising(op, inputs, threads):
 
 @pytest.fixture(scope="module")
 def results():
-    cases = [bench.Case("tiny-gemm", lambda: ek.operators.matmul(32, 48, 16)),
+    cases = [bench.Case("tiny-gemm", lambda: ek.operators.matmul(32, 48, 16), library_slack=1.15),
              bench.Case("tiny-conv", lambda: ek.operators.conv2d(1, 4, 8, 8, 4, 3, pad=1, bias=True,
                                                                  activation="relu"))]
     config = bench.Config(budget=3, evaluator="local", autoschedulers=("Mullapudi2016", "Adams2019"),
@@ -80,6 +80,18 @@ def test_report_structure(results, tmp_path):
         "evokernel rate"]
     row = next(line for line in table if line.startswith("| tiny-gemm"))
     assert "failed" in row and "wrong result" in row and "(1.00×)" in row and "GFLOP/s" in row
+
+
+def test_targets_follow_the_ratios(results):
+    gemm, conv = results["operators"]
+    goals = {t["goal"]: t for t in gemm["targets"]}
+    assert set(goals) == {"as fast as the best autoscheduler", "within 1.15x of the faster library"}
+    assert goals["as fast as the best autoscheduler"]["ratio"] == gemm["methods"]["Mullapudi2016"][
+        "ratio_to_evokernel"]  # Adams2019 failed: only the autoscheduler that ran counts
+    library = goals["within 1.15x of the faster library"]
+    assert library["ratio"] == gemm["methods"]["numpy"]["ratio_to_evokernel"]
+    assert library["met"] == (library["ratio"] >= 1 / 1.15)
+    assert [t["goal"] for t in conv["targets"]] == ["as fast as the best autoscheduler"]
 
 
 def test_cli_runs_a_suite_operator_with_both_searches(tmp_path, capsys):
@@ -148,3 +160,14 @@ def test_side_by_side_timing_limits_slow_methods():
     timings = bench.time_side_by_side({"slow": lambda: time.sleep(0.015), "fast": lambda: None}, protocol)
     assert timings["slow"].calls == 2 and timings["slow"].median >= 0.015
     assert timings["fast"].calls >= 6 and timings["fast"].median < timings["slow"].median
+
+
+def test_search_target_compares_the_two_searches_kernels():
+    from evokernel.bench._run import targets
+
+    case = bench.Case("x", lambda: None, library_slack=1.15, search_gain=1.3)
+    methods = {"Li2018": {"ratio_to_evokernel": 2.0}, "Adams2019": {"ratio_to_evokernel": 0.9},
+               "evokernel": {"ratio_to_evokernel": 1.0}, "evokernel-random": {"ratio_to_evokernel": 1.4},
+               "numpy": {"status": "wrong"}, "torch": {"status": "skipped"}}
+    got = {t["goal"]: (t["ratio"], t["met"]) for t in targets(case, methods, bench.AUTOSCHEDULERS)}
+    assert got == {"as fast as the best autoscheduler": (0.9, False), "GA 1.3x faster than random search": (1.4, True)}

@@ -16,16 +16,17 @@ carry a private Halide runtime that cannot clash with another in the same proces
 
 from __future__ import annotations
 
-import keyword
+import hashlib
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ..errors import EvokernelError
 from ._kernel import Kernel
@@ -113,8 +114,6 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 
 def _derived_name(prefix: str, key: str) -> str:
-    import hashlib
-
     name = f"{prefix}_{sanitize(key) or 'kernel'}"
     if len(name) > _MAX_NAME:
         name = f"{name[:_MAX_NAME - 9].rstrip('_')}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
@@ -159,6 +158,9 @@ def entries(kernels, prefix: str) -> list[Entry]:
         names = _unique(_derived_name(prefix, k.signature.key) for k in kernels)
     elif len({n.lower() for n in names}) < len(names):
         raise ExportError(f"kernel names must differ (ignoring case): {', '.join(names)}")
+    for name in names:  # '__' is kept for the library's internal symbols
+        if "__" in name or name in (f"{prefix}_set_num_threads", f"{prefix}_last_error"):
+            raise ExportError(f"kernel name {name!r} is reserved (it holds '__' or names a library function)")
     return [Entry(n, k, _arg_names((*k.signature.inputs, k.signature.output))) for n, k in zip(names, kernels)]
 
 
@@ -243,15 +245,13 @@ def _count(shape) -> int:
     return n
 
 
-@lru_cache(maxsize=None)
+@cache
 def _support_source() -> str:
     return resources.files(__package__).joinpath("_export_support.c").read_text()
 
 
 # -- building ---------------------------------------------------------------------
 def _tool(name: str) -> str:
-    import os
-
     tool = os.environ.get(name.upper(), name)
     if shutil.which(tool) is None:
         raise ExportError(f"exporting needs {tool!r} (GNU binutils); install binutils or set ${name.upper()}")
@@ -264,7 +264,7 @@ def _run(cmd: list[str]) -> None:
         raise ExportError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def runtime_object(target: str) -> bytes:
     """A standalone Halide runtime object for ``target`` (compiled once per process)."""
     import halide as hl
@@ -298,6 +298,7 @@ def combined_object(items: list[Entry], source: str, public: list[str], tmp: Pat
     """Compile ``source``, merge it with the renamed kernels and a Halide runtime into
     one object whose only global definitions are ``public``."""
     import halide as hl
+
     from ._native import compiler
 
     target = items[0].kernel.target.string

@@ -13,7 +13,7 @@ float64) is refused here, never approximated.
 from __future__ import annotations
 
 import tempfile
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -95,7 +95,7 @@ def _table(items: list[Entry]) -> str:
     return "\n".join([*adapters, "", "static struct ek_kernel ek_kernels[] = {", *rows, "};"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plugin_source() -> str:
     return resources.files(__package__).joinpath("_tengine_plugin.c").read_text()
 

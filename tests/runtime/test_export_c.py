@@ -130,6 +130,8 @@ def test_user_strings_never_reach_c_unescaped(tmp_path):
     (None, "my-lib", "C identifier"),
     (None, "int", "C identifier"),
     ({"bad name": None}, "evokernel", "C identifier"),
+    ({"a__b": None}, "evokernel", "reserved"),
+    ({"last_error": None}, "evokernel", "reserved"),
 ])
 def test_bad_input_names_the_problem(kernels, tmp_path, kernels_arg, name, message):
     arg = list(kernels.values()) if kernels_arg is None else kernels_arg

@@ -122,22 +122,40 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     op = case.operator
     log.info("%s: %s", case.name, op.key)
     inputs = op.random_inputs(np.random.default_rng(config.seed))
-    reference = np.asarray(op.reference(*inputs), op.dtype)
     linker = _Linker(op, target, threads, cache, inputs)
     methods: dict[str, dict] = {}
     calls: dict[str, Callable[[], object]] = {}
+    _autoscheduled(case.name, op, config, target, threads, linker, methods, calls)
+    search = _tuned(op, config, target, threads, cache, linker, methods, calls)
+    _libraries(op, config, inputs, threads, methods, calls)
+    _check_all(case.name, op, np.asarray(op.reference(*inputs), op.dtype), methods, calls)
+    for name, timing in time_side_by_side(calls, config.protocol).items():
+        methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
+                             gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
+    _ratios(methods)
+    return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
+            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search,
+            "targets": targets(case, methods, config.autoschedulers)}
 
+
+def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, linker: "_Linker",
+                   methods: dict, calls: dict) -> None:
+    """The unscheduled pipeline and each autoscheduler's, compiled in child processes."""
     for name in ("unscheduled", *config.autoschedulers):
-        compiled = compile_isolated(op, None if name == "unscheduled" else name, target.string, threads,
-                                    config.autoscheduler_params.get(name), config.autoschedule_timeout)
+        compiled = compile_isolated(op, None if name == "unscheduled" else name, target.string,
+                                    threads, config.autoscheduler_params.get(name), config.autoschedule_timeout)
         methods[name] = {"kind": "halide", "compile_seconds": compiled.seconds, "schedule": compiled.schedule}
-        log.info("%s: %s compiled in %.1f s", case.name, name, compiled.seconds)
+        log.info("%s: %s compiled in %.1f s", label, name, compiled.seconds)
         if compiled.ok:
             calls[name] = linker.call(compiled.object_bytes)
         else:
             methods[name].update(status="failed", error=compiled.error)
-            log.warning("%s: %s failed: %s", case.name, name, compiled.error)
+            log.warning("%s: %s failed: %s", label, name, compiled.error)
 
+
+def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, linker: "_Linker",
+           methods: dict, calls: dict) -> dict:
+    """evokernel's kernels, one per search strategy; returns their search curves."""
     search = {}
     for strategy in STRATEGIES[config.search]:
         name = EVOKERNEL[strategy]
@@ -150,28 +168,32 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
         methods[name]["schedule"] = kernel.schedule
         calls[name] = linker.call(kernel._object)
         search[strategy] = _curve(kernel.stats)
+    return search
 
+
+def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods: dict, calls: dict) -> None:
+    """The library baselines, bound to the inputs (``skipped`` where one has no equivalent)."""
     for name, factory in config.baselines.items():
-        call = factory(op, inputs, threads)
         methods[name] = {"kind": "library"}
+        try:
+            call = factory(op, inputs, threads)
+        except Exception as error:  # a baseline that cannot even be set up is reported, never fatal
+            methods[name].update(status="failed", error=f"{type(error).__name__}: {error}")
+            continue
         if call is None:
             methods[name].update(status="skipped", error="not available for this operator")
         else:
             calls[name] = call
 
+
+def _check_all(label: str, op: Operator, reference: np.ndarray, methods: dict, calls: dict) -> None:
+    """Check every method once against the reference; drop those that fail from ``calls``."""
     rtol, atol = op.tolerance
     for name in list(calls):
         methods[name].update(_checked(calls[name], reference, rtol, atol))
         if methods[name]["status"] != "ok":
             del calls[name]
-            log.warning("%s: %s %s: %s", case.name, name, methods[name]["status"], methods[name]["error"])
-    for name, timing in time_side_by_side(calls, config.protocol).items():
-        methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
-                             gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
-    _ratios(methods)
-    return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
-            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search,
-            "targets": targets(case, methods, config.autoschedulers)}
+            log.warning("%s: %s %s: %s", label, name, methods[name]["status"], methods[name]["error"])
 
 
 def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str]) -> list[dict]:

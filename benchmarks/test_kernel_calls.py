@@ -49,7 +49,7 @@ def test_evokernel(benchmark, tuned):
 
 @pytest.mark.parametrize("library", list(BASELINES))
 def test_library(benchmark, tuned, library):
-    case, op, kernel, inputs, reference = tuned
+    case, op, _, inputs, reference = tuned
     call = BASELINES[library](op, inputs, ek.evaluators.default_threads())
     if call is None:
         pytest.skip(f"no {library} baseline here")

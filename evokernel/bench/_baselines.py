@@ -58,11 +58,14 @@ def _numpy_function(op: Operator) -> Callable[..., np.ndarray] | None:
 
 
 def _windows(op, x: np.ndarray, pad_value: float) -> np.ndarray:
-    """[n, c, oh, ow, kh, kw] windows of the padded input (a view, no copy)."""
+    """[n, c, oh, ow, kh, kw] windows of the padded input (a view of it). Max
+    pooling in ceil mode may reach further past the far edges (``far_padding``)."""
     (ph, pw), (sy, sx) = op.padding, op.stride
+    (fh, fw) = getattr(op, "far_padding", op.padding)
     (dy, dx) = getattr(op, "dilation", (1, 1))
     span = [d * (k - 1) + 1 for k, d in zip(op.kernel, (dy, dx))]
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value) if ph or pw else x
+    pads = ((0, 0), (0, 0), (ph, max(ph, fh)), (pw, max(pw, fw)))
+    padded = np.pad(x, pads, constant_values=pad_value) if any(map(any, pads)) else x
     win = sliding_window_view(padded, span, axis=(2, 3))
     oh, ow = op.out_hw
     return win[:, :, : (oh - 1) * sy + 1 : sy, : (ow - 1) * sx + 1 : sx, ::dy, ::dx]
@@ -125,32 +128,40 @@ def torch_baseline(op: Operator, inputs: Sequence[np.ndarray], threads: int) -> 
     if not torch_available():
         return None
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    out = torch.from_numpy(np.empty(op.output.shape, op.output.dtype))
-    fn = None
-    if isinstance(op, MatMul):
-        fn = lambda a, b: torch.matmul(a, b, out=out)  # noqa: E731
-    elif isinstance(op, FullyConnected):
-        fn = lambda x, w, b=None: torch.matmul(x, w.t(), out=out) if b is None else torch.addmm(  # noqa: E731
-            b, x, w.t(), out=out)
-    elif isinstance(op, Conv2d):
-        def fn(x, w, b=None):
-            y = F.conv2d(x, w, b, op.stride, op.padding, op.dilation, op.groups)
-            return y if op.activation is None else y.clamp_(0, 6 if op.activation == "relu6" else None)
-    elif isinstance(op, Pool2d):
-        fn = (lambda x: F.max_pool2d(x, op.kernel, op.stride, op.padding)) if op.method == "max" else (  # noqa: E731
-            lambda x: F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True))
-    elif isinstance(op, (Relu, Relu6)):
-        top = 6.0 if isinstance(op, Relu6) else None
-        fn = lambda x: torch.clamp(x, 0.0, top, out=out)  # noqa: E731
-    elif isinstance(op, Add):
-        fn = lambda a, b: torch.add(a, b, out=out)  # noqa: E731
-    elif isinstance(op, Softmax):
-        fn = lambda x: torch.softmax(x, dim=-1)  # noqa: E731
+    fn = _torch_function(op, torch.from_numpy(np.empty(op.output.shape, op.output.dtype)))
     if fn is None:
         return None
-
     tensors = [torch.from_numpy(a) for a in inputs]
     return lambda: fn(*tensors)
+
+
+def _torch_function(op: Operator, out) -> Callable | None:
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(op, MatMul):
+        return lambda a, b: torch.matmul(a, b, out=out)
+    if isinstance(op, FullyConnected):
+        return lambda x, w, b=None: torch.matmul(x, w.t(), out=out) if b is None else torch.addmm(
+            b, x, w.t(), out=out)
+    if isinstance(op, Conv2d):
+        top = 6.0 if op.activation == "relu6" else None
+        return lambda x, w, b=None: _activate(F.conv2d(x, w, b, op.stride, op.padding, op.dilation, op.groups),
+                                              op.activation, top)
+    if isinstance(op, Pool2d) and op.method == "max":
+        return lambda x: F.max_pool2d(x, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
+    if isinstance(op, Pool2d):
+        return lambda x: F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True)
+    if isinstance(op, (Relu, Relu6)):
+        return lambda x: torch.clamp(x, 0.0, 6.0 if isinstance(op, Relu6) else None, out=out)
+    if isinstance(op, Add):
+        return lambda a, b: torch.add(a, b, out=out)
+    if isinstance(op, Softmax):
+        return lambda x: torch.softmax(x, dim=-1)
+    return None
+
+
+def _activate(y, activation: str | None, top: float | None):
+    return y if activation is None else y.clamp_(0.0, top)

@@ -137,6 +137,7 @@ def test_select_keeps_suite_order():
     lambda: ek.operators.depthwise_conv2d(1, 4, 8, 8, 3, pad=1),
     lambda: ek.operators.max_pool2d(1, 3, 8, 8, 2),
     lambda: ek.operators.max_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
+    lambda: ek.operators.max_pool2d(1, 3, 8, 8, 3, stride=2, ceil_mode=True),
     lambda: ek.operators.avg_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
     lambda: ek.operators.relu((3, 5)),
     lambda: ek.operators.add((3, 5)),

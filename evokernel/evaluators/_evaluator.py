@@ -36,12 +36,16 @@ class Settings:
     """Measurement settings. The run timeout follows the best time found so far:
     ``max(min_run_timeout, slow_factor * 10 * best)``; a candidate whose check call is
     ``slow_factor`` times slower than the best is timed once and no more (it will
-    not win, and a precise time of a slow kernel costs the search dearly)."""
+    not win, and a precise time of a slow kernel costs the search dearly). On a GPU
+    target a kernel's first call also compiles it in the driver (OpenCL C, PTX):
+    that call is made untimed first, and ``jit_allowance`` seconds are added to
+    every run timeout for it."""
 
     protocol: Protocol = field(default_factory=Protocol)
     slow_factor: float = 5.0
     min_run_timeout: float = 1.0
     first_run_timeout: float = 120.0
+    jit_allowance: float = 10.0
 
 
 @dataclass
@@ -67,7 +71,11 @@ class Context:
         specs = (*self.operator.inputs, self.operator.output)
         rtol, atol = self.operator.tolerance
         return Task(str(self.runtime), self.threads, [s.shape for s in specs], [s.dtype for s in specs],
-                    self.inputs, self.reference, rtol, atol)
+                    self.inputs, self.reference, rtol, atol, jit_call=self.target.is_gpu)
+
+    def run_timeout(self, seconds: float) -> float:
+        """``seconds``, plus the driver's compile time on a GPU target."""
+        return seconds + (self.settings.jit_allowance if self.target.is_gpu else 0.0)
 
     def link(self, artifact: Artifact) -> Path:
         return _native.link_kernel(artifact.object_bytes, self.runtime, self.native_dir)
@@ -141,7 +149,8 @@ class Evaluator(abc.ABC):
             cutoff = settings.slow_factor * self.best
             timeout = max(settings.min_run_timeout, 10 * cutoff)
         key = genome_key(genome)
-        result = _result(key, self.measure(built, cutoff, timeout, protocol or settings.protocol), built.seconds)
+        measured = self.measure(built, cutoff, self.context.run_timeout(timeout), protocol or settings.protocol)
+        result = _result(key, measured, built.seconds)
         if result.ok and genome is not None:
             self._remember(key, result.time, built)
             if self.best is None or result.time < self.best:
@@ -169,7 +178,7 @@ class Evaluator(abc.ABC):
         (median over every round's samples)."""
         samples: dict[str, list[float]] = {g.key: [] for g in genomes}
         failed: dict[str, Result] = {}
-        timeout = max(self.context.settings.min_run_timeout, 200 * (self.best or 1.0))
+        timeout = self.context.run_timeout(max(self.context.settings.min_run_timeout, 200 * (self.best or 1.0)))
         for _ in range(rounds):
             for genome in genomes:
                 key = genome.key

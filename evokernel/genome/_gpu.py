@@ -22,9 +22,10 @@ gene indexes that list.
 
 from __future__ import annotations
 
+import math
+
 from ._genome import INLINE, ROOT, StageGene
-from ._plan import (Definition, Loop, MemoryType, StagePlan, _ceil_div, _fit, _plan_reduction, _region,
-                    _split)
+from ._plan import Definition, Loop, MemoryType, StagePlan, _ceil_div, _fit, _plan_reduction, _region, _split
 from ._space import ScheduleSpace, StageSpace
 
 MAX_THREADS = 256     # threads per block: every CUDA GPU and OpenCL device takes this many
@@ -54,20 +55,16 @@ def plan_gpu_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
 
 
 def _kernel(stage: StageSpace, gene: StageGene) -> StagePlan:
-    result = StagePlan(ROOT, gpu="kernel")
+    result = StagePlan(ROOT, gpu="kernel", sites=[])
     if stage.dims == 0:  # a scalar: nothing to map, Halide runs it on the host
-        result.definitions = [Definition()] * (2 if stage.has_update else 1)
-        result.sites = []
+        result.definitions = [Definition() for _ in range(1 + stage.has_update)]
         return result
     for update in (False, True)[: 1 + stage.has_update]:
-        result.definitions.append(_kernel_definition(stage, gene, update))
-    last = result.definitions[-1]
-    unrolled = {d[1] for d in last.directives if d[0] == "unroll"}
-    blocks = [d for d in last.directives if d[0] == "gpu_blocks"][0][1]
-    threads = [d for d in last.directives if d[0] == "gpu_threads"][0][1]
-    by_name = {l.name: l for l in last.loops}
-    inner = last.loops[[l.name for l in last.loops].index(threads) + 1:]
-    result.sites = [by_name[blocks], by_name[threads]] + [l for l in inner if l.name not in unrolled]
+        d, block, thread = _kernel_definition(stage, gene, update)
+        result.definitions.append(d)
+    unrolled = {x[1] for x in d.directives if x[0] == "unroll"}
+    inner = d.loops[d.loops.index(thread) + 1:]
+    result.sites = [block, thread] + [l for l in inner if l.name not in unrolled]
     return result
 
 
@@ -99,13 +96,14 @@ def _tile_sizes(stage: StageSpace, gene: StageGene, tiled: list[int]) -> dict[in
     def threads(i: int) -> int:
         return _ceil_div(sizes[i][0], sizes[i][1])
 
-    while _product(threads(i) for i in tiled) > MAX_THREADS:
+    while math.prod(threads(i) for i in tiled) > MAX_THREADS:
         widest = max(tiled, key=threads)
-        sizes[widest][1] *= 2
+        sizes[widest][1] = min(2 * sizes[widest][1], sizes[widest][0])
     return sizes
 
 
-def _kernel_definition(stage: StageSpace, gene: StageGene, update: bool) -> Definition:
+def _kernel_definition(stage: StageSpace, gene: StageGene, update: bool) -> tuple[Definition, Loop, Loop]:
+    """One definition as a kernel; also returns its innermost block and thread loops."""
     d = Definition()
     order = _order(stage, gene)
     tiled = _thread_vars(stage, gene, stage.extents, order)
@@ -144,7 +142,7 @@ def _kernel_definition(stage: StageSpace, gene: StageGene, update: bool) -> Defi
     d.directives.append(("gpu_blocks", *[l.name for l in reversed(blocks)]))
     d.directives.append(("gpu_threads", *[l.name for l in reversed(threads)]))
     d.loops = loops
-    return d
+    return d, blocks[-1], threads[-1]
 
 
 def _staged(stage: StageSpace, gene: StageGene, extents: tuple[int, ...]) -> StagePlan:
@@ -165,9 +163,7 @@ def _staged(stage: StageSpace, gene: StageGene, extents: tuple[int, ...]) -> Sta
                 outer.insert(0, chain[0])
             threads.insert(0, chain[-1])
         rest = [Loop(stage.vars[i], extents[i]) for i in order if i not in tiled]
-        reduction = [Loop(r, e, rvar=True) for r, e in zip(reversed(stage.rvars), reversed(stage.rextents))] \
-            if update else []
-        d.loops = threads + rest + outer + reduction
+        d.loops = threads + rest + outer + (_reduction_loops(stage) if update else [])
         if len(d.loops) > 1:
             d.directives.append(("reorder", *[l.name for l in reversed(d.loops)]))
         d.directives.append(("gpu_threads", *[l.name for l in reversed(threads)]))
@@ -183,9 +179,7 @@ def _serial(stage: StageSpace, gene: StageGene) -> StagePlan:
     order = _order(stage, gene)
     for update in (False, True)[: 1 + stage.has_update]:
         d = Definition()
-        d.loops = [Loop(stage.vars[i], stage.extents[i]) for i in order]
-        if update:
-            d.loops += [Loop(r, e, rvar=True) for r, e in zip(reversed(stage.rvars), reversed(stage.rextents))]
+        d.loops = [Loop(stage.vars[i], stage.extents[i]) for i in order] + (_reduction_loops(stage) if update else [])
         if len(d.loops) > 1:
             d.directives.append(("reorder", *[l.name for l in reversed(d.loops)]))
         result.definitions.append(d)
@@ -193,8 +187,6 @@ def _serial(stage: StageSpace, gene: StageGene) -> StagePlan:
     return result
 
 
-def _product(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
+def _reduction_loops(stage: StageSpace) -> list[Loop]:
+    """The reduction loops in Halide's default order (the first variable innermost)."""
+    return [Loop(r, e, rvar=True) for r, e in zip(reversed(stage.rvars), reversed(stage.rextents))]

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     calls: dict[str, Callable[[], object]] = {}
     _autoscheduled(case.name, op, config, target, threads, linker, methods, calls)
     search = _tuned(op, config, target, threads, cache, linker, methods, calls)
+    _stop_local_ray()
     _libraries(op, config, inputs, threads, methods, calls)
     _check_all(case.name, op, np.asarray(op.reference(*inputs), op.dtype), methods, calls)
     for name, timing in time_side_by_side(calls, config.protocol).items():
@@ -169,6 +171,16 @@ def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Pa
         calls[name] = linker.call(kernel._object)
         search[strategy] = _curve(kernel.stats)
     return search
+
+
+def _stop_local_ray() -> None:
+    """Stop the local Ray instance that ``tune`` started in this process, if any (the
+    next ``tune`` starts it again), so that its idle processes do not share the
+    cores with the kernels being timed."""
+    if "ray" in sys.modules:
+        from ..evaluators import _ray
+
+        _ray._shutdown()
 
 
 def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods: dict, calls: dict) -> None:

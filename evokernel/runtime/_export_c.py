@@ -19,6 +19,7 @@ carry a private Halide runtime that cannot clash with another in the same proces
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -232,19 +233,12 @@ def header(items: list[Entry], prefix: str, extra: str = "") -> str:
             role = "output" if i == len(e.specs) - 1 else "input"
             lines.append(f" *   {arg:<8} {spec.dtype}{dims}  {role} {comment(spec.name)!r}")
         lines += [" */", f"{e.prototype()};"]
-        lines += [f"#define {e.name.upper()}_{a.upper()}_SIZE {_count(s.shape)}" for a, s in zip(e.args, e.specs)]
+        lines += [f"#define {e.name.upper()}_{a.upper()}_SIZE {math.prod(s.shape)}" for a, s in zip(e.args, e.specs)]
     macros = [line.split()[1] for line in lines if line.startswith("#define ")]
     if len(set(macros)) < len(macros):
         raise ExportError(f"kernel and argument names give clashing size macros in {prefix}.h: rename the kernels")
     lines += [extra, "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
-
-
-def _count(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @cache

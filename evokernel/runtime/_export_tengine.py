@@ -12,6 +12,7 @@ float64) is refused here, never approximated.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from functools import cache
 from importlib import resources
@@ -44,10 +45,7 @@ def _operator(entry: Entry) -> ops.Operator:
 def _shape(dims, any_rank: bool = False, lead: int = -1) -> tuple[int, tuple[int, ...]]:
     """An ``ek_shape``: exact dims, or (any rank) the element count and leading dim."""
     if any_rank:
-        count = 1
-        for d in dims:
-            count *= d
-        return 0, (count, lead)
+        return 0, (math.prod(dims), lead)
     return len(dims), tuple(dims)
 
 
@@ -72,10 +70,7 @@ def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
         params = [op.method == "avg", *op.kernel, *op.stride, *op.padding, covers]
         return OP_POOL, "pool", [int(p) for p in params], [_shape(s) for s in specs]
     if isinstance(op, ops.Softmax):  # over the last axis: rows x length, any rank with that memory
-        rows = 1
-        for d in op.shape[:-1]:
-            rows *= d
-        return OP_SOFTMAX, "softmax", [rows, op.shape[-1]], [_shape(s, True) for s in specs]
+        return OP_SOFTMAX, "softmax", [math.prod(op.shape[:-1]), op.shape[-1]], [_shape(s, True) for s in specs]
     if isinstance(op, (ops.Relu, ops.Relu6)):
         family = "relu" if isinstance(op, ops.Relu) else "relu6"
         return OP_RELU if family == "relu" else OP_RELU6, family, [], [_shape(s, True) for s in specs]

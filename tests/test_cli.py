@@ -161,6 +161,28 @@ def test_bad_arguments_are_one_clear_line_and_exit_2(cache, args, message):
     assert message in one_clear_line(run(cache, *args))
 
 
+def test_tune_on_a_ray_cluster(cache):
+    """A real one-node Ray cluster on loopback that offers the host's runner resource;
+    the command joins it by address."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "resources": ek.evaluators.runner_resources("host")})
+    try:
+        done = run(cache, "tune", "relu", "shape=9,9", "--budget", "3", "--seed", "0", "--cluster", cluster.address)
+    finally:
+        cluster.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert "relu(shape=9x9" in done.stdout and "matches the NumPy reference" in done.stdout
+
+
+def test_unreachable_cluster_is_one_clear_line(cache):
+    assert "HOST:PORT" in one_clear_line(run(cache, "tune", "relu", "shape=8", "--cluster", "head"))
+    assert "cannot reach a Ray cluster at 127.0.0.1:9" in one_clear_line(
+        run(cache, "tune", "relu", "shape=8", "--cluster", "127.0.0.1:9", timeout=60))
+
+
 def test_debug_shows_the_traceback(cache):
     done = run(cache, "--debug", "tune", "matmul", "m=0", "n=4", "k=4")
     assert done.returncode != 0 and "Traceback" in done.stderr and "OperatorArgumentError" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -101,7 +102,6 @@ class Target:
         return self.string
 
 
-
 @lru_cache(maxsize=None)
 def gpu_available(api: str) -> bool:
     """Whether this machine has a device for GPU ``api``: an OpenCL platform with
@@ -120,8 +120,6 @@ _OCL_ALL = 0xFFFFFFFF
 
 
 def _opencl_devices() -> int:
-    import os
-
     lib = ctypes.CDLL(ctypes.util.find_library("OpenCL") or "libOpenCL.so.1")
     count = ctypes.c_uint32(0)
     if lib.clGetPlatformIDs(0, None, ctypes.byref(count)) != 0 or count.value == 0:

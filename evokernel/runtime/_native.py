@@ -95,8 +95,7 @@ def runtime_library(target: str, directory: Path) -> Path:
             hl.compile_standalone_runtime(str(runtime_obj), hl.Target(target))
             shim_src.write_text(_shim_source())
             _run([compiler(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib), str(shim_src),
-                  str(runtime_obj),
-                  f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
+                  str(runtime_obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
             os.replace(lib, path)
     return path
 

@@ -88,8 +88,9 @@ def plugin(kernels, tmp_path_factory):
 
 
 def run_host(host, plugin, tmp: Path, op, op_type: int, param: str, shapes=None, threads: int = 2,
-             prefix=(), init="my_init", release="my_release", extra=(), rc=0) -> tuple[str, np.ndarray | None, list]:
-    """Run one node through the host; returns its verdict, the output and the inputs."""
+             prefix=(), init="my_init", release="my_release", extra=(), rc=0) -> tuple[list, np.ndarray | None, list]:
+    """Run one node through the host; returns what it printed (its stdout lines, or
+    its stderr when ``rc`` is not 0), the output tensor and the inputs."""
     rng = np.random.default_rng(1)
     if shapes is None:
         inputs = op.random_inputs(rng)
@@ -105,16 +106,16 @@ def run_host(host, plugin, tmp: Path, op, op_type: int, param: str, shapes=None,
     done = subprocess.run([*prefix, str(host), str(plugin), init, release, str(tmp / "spec")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == rc, done.stderr
-    verdict = done.stdout.strip() if rc == 0 else done.stderr
+    printed = done.stdout.splitlines() if rc == 0 else done.stderr
     out = np.fromfile(tmp / "out.bin", np.float32) if (tmp / "out.bin").exists() else None
-    return verdict, out, inputs
+    return printed, out, inputs
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_plugin_computes_each_node_like_numpy(host, plugin, tmp_path, name):
     op = CASES[name]
-    verdict, out, inputs = run_host(host, plugin, tmp_path, op, *node(op))
-    assert verdict == "score 8000 plugin"
+    printed, out, inputs = run_host(host, plugin, tmp_path, op, *node(op))
+    assert printed[0] == "score 8000 plugin"
     rtol, atol = op.tolerance
     np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=rtol, atol=atol)
 
@@ -123,14 +124,14 @@ def test_any_rank_with_the_same_memory_matches(host, plugin, tmp_path):
     """Tengine's fc takes a [batch, c, h, w] input (its output is then [batch, n, 1, 1]),
     and a softmax may run over c of [n, c, 1, 1]: the same memory as the kernels'."""
     fc, softmax = CASES["fc"], CASES["softmax"]
-    verdict, out, inputs = run_host(host, plugin, tmp_path, fc, *node(fc), shapes=[(2, 8, 2, 2), (10, 32), (10,),
+    printed, out, inputs = run_host(host, plugin, tmp_path, fc, *node(fc), shapes=[(2, 8, 2, 2), (10, 32), (10,),
                                                                                      (2, 10, 1, 1)])
-    assert verdict == "score 8000 plugin"
+    assert printed[0] == "score 8000 plugin"
     np.testing.assert_allclose(out.reshape(2, 10), fc.reference(inputs[0].reshape(2, 32), *inputs[1:]),
                                rtol=1e-4, atol=1e-4)
-    verdict, out, inputs = run_host(host, plugin, tmp_path, softmax, OP_SOFTMAX, "softmax 1",
+    printed, out, inputs = run_host(host, plugin, tmp_path, softmax, OP_SOFTMAX, "softmax 1",
                                     shapes=[(2, 10, 1, 1), (2, 10, 1, 1)])
-    assert verdict == "score 8000 plugin"
+    assert printed[0] == "score 8000 plugin"
     np.testing.assert_allclose(out.reshape(2, 10), softmax.reference(inputs[0].reshape(2, 10)), rtol=1e-5, atol=1e-6)
 
 
@@ -159,9 +160,22 @@ def test_a_node_that_differs_in_anything_scores_zero(host, plugin, tmp_path, nam
         param = conv_param(op, **(param or {}))
     if name == "no bias":
         op = ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, activation="relu")
-    verdict, out, _ = run_host(host, plugin, tmp_path, op, op_type, param, shapes)
-    assert verdict == "score 4000 builtin"
+    printed, out, _ = run_host(host, plugin, tmp_path, op, op_type, param, shapes)
+    assert printed == ["score 4000 builtin"]
     assert out is None
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_halide_thread_pool_follows_the_graph_thread_count(host, kernels, plugin, tmp_path, threads):
+    """The host counts its threads after the runs: the plugin's Halide pool has
+    threads - 1 workers beside the calling thread (Halide's default here: one per
+    core), once a kernel with a parallel loop has run."""
+    name = next((n for n, k in kernels.items() if ".parallel(" in k.schedule), None)
+    if name is None:
+        pytest.skip("no tuned kernel has a parallel loop")
+    op = CASES[name]
+    printed, _, _ = run_host(host, plugin, tmp_path, op, *node(op), threads=threads)
+    assert printed == ["score 8000 plugin", f"threads {threads}"]
 
 
 def test_a_node_reshaped_after_prerun_is_refused_not_miscomputed(host, plugin, tmp_path):
@@ -181,8 +195,8 @@ def test_no_memory_errors_under_valgrind(tmp_path):
     kernel = ek.tune(op, target="x86-64-linux-avx-avx2-f16c-fma-sse41", budget=2, seed=0, evaluator="local")
     plugin = ek.export_tengine_plugin([kernel], tmp_path / "libek.so", init="my_init", release="my_release")
     valgrind = ["valgrind", "--error-exitcode=99", "--quiet"]
-    verdict, out, inputs = run_host(exe, plugin, tmp_path, op, *node(op), prefix=valgrind)
-    assert verdict == "score 8000 plugin"
+    printed, out, inputs = run_host(exe, plugin, tmp_path, op, *node(op), prefix=valgrind)
+    assert printed[0] == "score 8000 plugin"
     np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=1e-4, atol=1e-4)
 
 

@@ -22,7 +22,9 @@
  *              input FILE RANK DIMS... | output FILE RANK DIMS... |
  *              reshape (after prerun, the batch of the first input and the output grows
  *              by one, as when a graph is reshaped: the kernel no longer fits the node)
- * Prints "score S plugin|builtin"; exits non-zero on any failure.
+ * Prints "score S plugin|builtin" and, after a plugin ran, "threads T" (the
+ * process's threads: Halide's pool must follow exec_graph.num_thread); exits
+ * non-zero on any failure.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -224,6 +226,15 @@ static int read_param(FILE *spec, void **mem, int *size) {
     return 0;
 }
 
+/* Threads of this process now (the plugin's Halide pool included). */
+static int count_threads(void) {
+    int count = 0;
+    DIR *dir = opendir("/proc/self/task");
+    for (struct dirent *e; dir && (e = readdir(dir));) count += e->d_name[0] != '.';
+    if (dir) closedir(dir);
+    return count;
+}
+
 int main(int argc, char **argv) {
     if (argc != 5) return fail("usage: host PLUGIN INIT RELEASE SPEC");
     for (int op = 0; op < MAX_OP; op++) register_builtin_node_ops(op, &builtin); /* init_tengine() */
@@ -295,6 +306,7 @@ int main(int argc, char **argv) {
         status |= best->postrun && best->postrun(best, &exec_node, &exec_graph);
         status |= best->release_node && best->release_node(best, &exec_node, &exec_graph);
         if (status) fprintf(stderr, "host: a node callback failed\n");
+        printf("threads %d\n", count_threads());
         struct tensor *out = tensors[output];
         FILE *f = fopen(files[output], "wb");
         if (!f || fwrite(out->data, 4, out->elem_num, f) != out->elem_num) status = fail("cannot write output");

@@ -30,11 +30,10 @@ HOST_SOURCE = Path(__file__).parent / "tengine_host" / "host.c"
 OP_CONV, OP_FC, OP_POOL, OP_RELU, OP_RELU6, OP_SOFTMAX = 15, 26, 49, 56, 57, 72
 ops = ek.operators
 
-CASES = {  # name: (operator, Tengine node: op type, param line, tensor dims (inputs, output) or None = numpy's)
-    "conv_b1_g1": ops.conv2d(1, 4, 6, 6, 8, k=3, pad=1),
+CASES = {  # the kernels in the plugin; node(op) is the Tengine node each one computes
     "conv_b2_relu": ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, bias=True, activation="relu"),
     "conv_g4_relu6": ops.conv2d(1, 8, 6, 6, 8, k=3, pad=1, groups=4, bias=True, activation="relu6"),
-    "depthwise_b2": ops.depthwise_conv2d(2, 8, 6, 6, k=3, pad=1, bias=True, activation="relu"),
+    "depthwise_b2": ops.depthwise_conv2d(2, 8, 6, 6, k=3, pad=1),  # no bias, no activation
     "fc": ops.fc(2, 32, 10),
     "maxpool_ceil": ops.max_pool2d(1, 4, 8, 8, k=3, stride=2, ceil_mode=True),
     "maxpool_pad": ops.max_pool2d(2, 4, 8, 8, k=3, stride=2, pad=1),
@@ -136,12 +135,12 @@ def test_any_rank_with_the_same_memory_matches(host, plugin, tmp_path):
 
 
 MISMATCHES = {  # name: (case, op type, param, shapes): every one must fall back to the built-in kernel
-    "batch": ("conv_b1_g1", OP_CONV, None, [(2, 4, 6, 6), (8, 4, 3, 3), (2, 8, 6, 6)]),
-    "pad": ("conv_b1_g1", OP_CONV, dict(ph1=2), None),
+    "batch": ("conv_g4_relu6", OP_CONV, None, [(2, 8, 6, 6), (8, 2, 3, 3), (8,), (2, 8, 6, 6)]),
+    "pad": ("conv_g4_relu6", OP_CONV, dict(ph1=2), None),
     "activation": ("conv_b2_relu", OP_CONV, dict(act=-1), None),
     "relu6 vs relu": ("conv_g4_relu6", OP_CONV, dict(act=0), None),
     "group": ("conv_g4_relu6", OP_CONV, dict(group=2), [(1, 8, 6, 6), (8, 4, 3, 3), (8,), (1, 8, 6, 6)]),
-    "dilation": ("conv_b1_g1", OP_CONV, dict(dh=2), None),
+    "dilation": ("conv_g4_relu6", OP_CONV, dict(dh=2), None),
     "no bias": ("conv_b2_relu", OP_CONV, None, [(2, 4, 7, 7), (8, 4, 3, 3), (2, 8, 4, 4)]),
     "fc outputs": ("fc", OP_FC, "fc 11", None),
     "pool method": ("maxpool_pad", OP_POOL, "pool 1 3 3 2 2 1 1 1 1 0 0", None),

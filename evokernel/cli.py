@@ -25,6 +25,10 @@ import numpy as np
 
 from . import operators
 from .errors import EvokernelError
+from .runtime._catalog import cached_kernels
+from .runtime._kernel import format_seconds
+from .target import Target
+from .tuner import tune
 
 DEMO_BUDGET = "20s"
 OPERATORS = ("matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "relu", "relu6", "add",
@@ -109,8 +113,6 @@ def reachable(address: str, timeout: float = 5.0) -> str:
 # -- commands --------------------------------------------------------------------------
 
 def _tune(args, op) -> int:
-    from .tuner import tune
-
     kernel = tune(op, target=args.target, budget=budget_arg(args.budget), seed=args.seed, retune=args.retune,
                   evaluator=_evaluator(args), progress=False if args.quiet else None)
     arrays = op.random_inputs(np.random.default_rng(1))
@@ -135,9 +137,6 @@ def cmd_tune(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .runtime._catalog import cached_kernels
-    from .target import Target
-
     kernels = cached_kernels(args.operator, args.target)
     if not kernels:
         print("no cached kernels" + (" match" if args.operator or args.target else " yet (evokernel tune ...)"))
@@ -145,7 +144,7 @@ def cmd_list(args) -> int:
     host = Target.parse("host").string
     rows = [("id", "operator", "target", "time", "speedup", "tuned")]
     for k in kernels:
-        rows.append((k.id, k.operator, "host" if k.target == host else k.target, _ms(k.time),
+        rows.append((k.id, k.operator, "host" if k.target == host else k.target, format_seconds(k.time),
                      f"{k.speedup:.1f}x" if k.speedup else "-",
                      datetime.datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -154,17 +153,9 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _ms(seconds: float) -> str:
-    from .runtime._kernel import format_seconds
-
-    return format_seconds(seconds)
-
-
 def _chosen(spec: list[str], target: str | None):
     """Cached kernels named on the command line: an id, a name or key, or an
     operator with its arguments."""
-    from .runtime._catalog import cached_kernels
-
     wanted = operator_from_args(spec[0], spec[1:]) if len(spec) > 1 else spec[0]
     kernels = cached_kernels(wanted, target)
     if not kernels:
@@ -191,13 +182,11 @@ def _improvements(history) -> str:
     for i, t in enumerate(history, 1):
         if t < best:
             best = t
-            steps.append(f"{i}: {_ms(t)}")
+            steps.append(f"{i}: {format_seconds(t)}")
     return ", ".join(steps) if steps else "not recorded"
 
 
 def cmd_export(args) -> int:
-    from .runtime._catalog import cached_kernels
-
     if args.operator:
         kernels = [k for spec in args.operator for k in _chosen(spec, args.target)]
     else:
@@ -242,7 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", parents=[common, tuning], help="tune gemm 512^3 for a short while on this machine")
-    demo.add_argument("--budget", default=DEMO_BUDGET, help=f"time ('60s', '2m') or evaluations (default {DEMO_BUDGET})")
+    demo.add_argument("--budget", default=DEMO_BUDGET,
+                      help=f"time ('60s', '2m') or evaluations (default {DEMO_BUDGET})")
     demo.set_defaults(run=cmd_demo)
 
     tune = sub.add_parser("tune", parents=[common, tuning], help="tune one operator",

@@ -197,7 +197,7 @@ def wrappers(items: list[Entry], prefix: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def header(items: list[Entry], prefix: str, extra: str = "") -> str:
+def header(items: list[Entry], prefix: str) -> str:
     """The documented C header of the exported functions."""
     guard = f"{prefix.upper()}_H"
     target = items[0].kernel.target.string
@@ -237,7 +237,7 @@ def header(items: list[Entry], prefix: str, extra: str = "") -> str:
     macros = [line.split()[1] for line in lines if line.startswith("#define ")]
     if len(set(macros)) < len(macros):
         raise ExportError(f"kernel and argument names give clashing size macros in {prefix}.h: rename the kernels")
-    lines += [extra, "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+    lines += ["", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
 
 

@@ -101,12 +101,12 @@ def _ratio_plot(plt, results: dict, path: Path) -> Path:
     names = [n for n in dict.fromkeys(n for op in ops for n in op["methods"]) if n != "evokernel"]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(ops) * max(1, len(names)) / 3 + 1.5))
     height = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        ys = [k + i * height for k in range(len(ops))]
-        xs = [op["methods"].get(name, {}).get("ratio_to_evokernel") or 0 for op in ops]
-        ax.barh(ys, xs, height, label=name)
+    for i, name in enumerate(names):  # bars from 1 (evokernel) to each ratio, on a log scale
+        bars = [(k + i * height, op["methods"].get(name, {}).get("ratio_to_evokernel")) for k, op in enumerate(ops)]
+        bars = [(y, r) for y, r in bars if r]
+        ax.barh([y for y, _ in bars], [r - 1 for _, r in bars], height, left=1, label=name)
     ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xscale("log")
     ax.set_yticks([k + 0.4 - height / 2 for k in range(len(ops))], [op["title"] for op in ops])
     ax.invert_yaxis()
     ax.set_xlabel("time / evokernel time (right of 1: evokernel faster)")
@@ -122,9 +122,9 @@ def _search_plot(plt, ops: list[dict], path: Path) -> Path:
     for row, op in zip(axes, ops):
         for strategy, curve in op["search"].items():
             best = [float("nan") if t is None else t for t in curve["history_ms"]]
-            row[0].plot(range(1, len(best) + 1), best, label=strategy)
+            row[0].plot(range(1, len(best) + 1), best, label=strategy, drawstyle="steps-post")
             if curve.get("history_seconds"):
-                row[1].plot(curve["history_seconds"], best, label=strategy)
+                row[1].plot(curve["history_seconds"], best, label=strategy, drawstyle="steps-post")
         row[0].set_title(f"{op['title']}: best vs evaluations", fontsize="small")
         row[1].set_title(f"{op['title']}: best vs wall seconds", fontsize="small")
         for ax in row:

@@ -39,14 +39,14 @@ def plan_gpu_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
     if gene.location == INLINE and stage.can_inline and not stage.is_output:
         return StagePlan(INLINE)
     consumer = None if stage.is_output or gene.location <= ROOT else plans[space.index(stage.consumer)]
-    if consumer is None or consumer.location == INLINE or not consumer.loops or stage.dims == 0:
+    if consumer is None or consumer.location == INLINE or not consumer.loops:
         return _kernel(stage, gene)
     at = min(gene.location, len(consumer.loops)) - 1
     site = consumer.loops[at]
     nest = consumer.definitions[-1].loops
     inside = nest[[l.name for l in nest].index(site.name) + 1:]
     extents = _region(stage, inside)
-    if consumer.gpu == "kernel" and at == 0:
+    if consumer.gpu == "kernel" and at == 0 and stage.dims:
         result = _staged(stage, gene, extents)
     else:
         result = _serial(stage, gene)

@@ -35,11 +35,28 @@ def apply(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
         else:
             consumer = stages[stage_space.consumer].func
             rec.call("compute_at", _FuncRef(stage_space.consumer, consumer), stage_plan.at_loop)
+        intermediate = None
         for index, definition in enumerate(stage_plan.definitions):
             target = rec if index == 0 else rec.update(index - 1)
             for directive in definition.directives:
-                target.call(*directive)
+                if directive[0] == "rfactor":
+                    intermediate = target.rfactor(*directive[1:])
+                else:
+                    target.call(*directive)
+        if intermediate is not None:
+            _apply_intermediate(intermediate, stage_plan.intermediate, _FuncRef(stage_space.name, func))
     return recorder.code()
+
+
+def _apply_intermediate(rec: "_Handle", planned, stage: "_FuncRef") -> None:
+    if planned.at_loop is None:
+        rec.call("compute_root")
+    else:
+        rec.call("compute_at", stage, planned.at_loop)
+    for index, definition in enumerate(planned.definitions):
+        target = rec if index == 0 else rec.update(index - 1)
+        for directive in definition.directives:
+            target.call(*directive)
 
 
 def schedule_code(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
@@ -96,6 +113,13 @@ class _Handle:
 
     def update(self, index: int) -> "_Handle":
         return _Handle(self.recorder, f"{self.code}.update({index})", self.target.update(index))
+
+    def rfactor(self, rvar: str, var: str, name: str) -> "_Handle":
+        """``name = <this update>.rfactor([(rvar, var)])``: the intermediate's handle."""
+        pair = (self.recorder.loop(rvar, True), self.recorder.loop(var, False))
+        func = self.target.rfactor([pair])
+        self.recorder.lines.append(f"{name} = {self.code}.rfactor([({_code_name(rvar)}, {_code_name(var)})])")
+        return _Handle(self.recorder, name, func)
 
     def call(self, method: str, *args) -> None:
         values, texts = [], []

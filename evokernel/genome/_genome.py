@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 INLINE, ROOT = -1, 0
+_ADDED_LATER = ("rfactor",)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class StageGene:
     rdepth    pure loops (innermost first, after the vector loop) nested inside the
               reduction loops; 0 keeps the reduction just outside the vector loop.
     runroll   whether the inner reduction splits are unrolled.
+    rfactor   lanes of a vectorised partial reduction (Halide's ``rfactor``) along the
+              first reduction variable, for reductions over contiguous memory
+              (a row of a matrix-vector product, softmax's row sums); 1: none.
     """
 
     location: int = ROOT
@@ -37,9 +41,13 @@ class StageGene:
     rsplit: tuple[int, ...] = ()
     rdepth: int = 0
     runroll: int = 0
+    rfactor: int = 1
 
     def to_dict(self) -> dict:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Plain data; genes added after the first release are left out at their
+        default, so the keys of genomes recorded before them stay the same."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.name not in _ADDED_LATER or getattr(self, f.name) != f.default}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageGene":

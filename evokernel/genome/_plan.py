@@ -56,6 +56,7 @@ class StagePlan:
     definitions: list[Definition] = field(default_factory=list)
     gpu: str = ""                  # GPU targets: "kernel", "shared" or "serial" (see ``_gpu``)
     sites: list[Loop] | None = None  # GPU targets: the loops producers may be computed at
+    intermediate: "Intermediate | None" = None  # the update's rfactor intermediate, if any
 
     @property
     def loops(self) -> list[Loop]:
@@ -70,6 +71,17 @@ class StagePlan:
         last = self.definitions[-1]
         excluded = {d[1] for d in last.directives if d[0] in ("vectorize", "unroll")}
         return [l for l in last.loops if l.name not in excluded]
+
+
+@dataclass
+class Intermediate:
+    """The partial reduction ``name = stage.update(0).rfactor([(rvar, lanes)])``:
+    computed at the stage's loop ``at_loop`` (root when None), its ``lanes``
+    vectorised, looping over the rest of the reduction inside them."""
+
+    name: str
+    at_loop: str | None
+    definitions: list[Definition]
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
@@ -104,8 +116,30 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
     parallel = gene.parallel if location == ROOT else 0
     result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel)])
     if stage.has_update:
-        result.definitions.append(_plan_definition(stage, gene, extents, True, parallel))
+        update = _plan_definition(stage, gene, extents, True, parallel)
+        result.definitions.append(update)
+        result.intermediate = _intermediate(stage, update)
     return result
+
+
+def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
+    """The plan of the intermediate an ``rfactor`` directive of ``update`` made:
+    computed at the update's innermost pure loop outside the reduction (neither
+    vectorised nor unrolled), lanes innermost and vectorised."""
+    factored = next((d for d in update.directives if d[0] == "rfactor"), None)
+    if factored is None:
+        return None
+    _, _, lanes, name = factored
+    excluded = {d[1] for d in update.directives if d[0] in ("vectorize", "unroll")}
+    outside = []
+    for loop in update.loops:
+        if loop.rvar:
+            break
+        if loop.name not in excluded:
+            outside.append(loop.name)
+    order = ("reorder", lanes, *stage.rvars, *stage.vars)
+    return Intermediate(name, outside[-1] if outside else None,
+                        [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])
 
 
 def _region(stage: StageSpace, inner_loops: list[Loop]) -> tuple[int, ...]:
@@ -183,7 +217,7 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
 
     reduction: list[Loop] = []
     if update:
-        reduction = _plan_reduction(d, stage, gene)
+        reduction = _plan_rfactor(d, stage, gene) or _plan_reduction(d, stage, gene)
         depth = max(0, min(gene.rdepth, len(pure)))
         loops = pure[: len(pure) - depth] + reduction + pure[len(pure) - depth:]
     else:
@@ -209,6 +243,23 @@ def _plan_reduction(d: Definition, stage: StageSpace, gene: StageGene) -> list[L
                 d.directives.append(("unroll", chain[1].name))
         outer.append(chain[0])
     return list(reversed(outer)) + list(reversed(inner))
+
+
+def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:
+    """Split the first reduction variable into ``gene.rfactor`` lanes and factor
+    them out (Halide's ``rfactor``): the update then only adds up the lanes of an
+    intermediate that runs the rest of the reduction with the lanes vectorised,
+    loading contiguous memory where the reduction walks along it. Returns the
+    update's one reduction loop left (none if the gene asks for no factoring)."""
+    lanes = gene.rfactor
+    if lanes <= 1 or not stage.rvars or lanes >= stage.rextents[0]:
+        return []
+    rvar = stage.rvars[0]
+    chain = [Loop(rvar, stage.rextents[0], rvar=True)]
+    _split(d, chain, lanes, "_f", "GuardWithIf")
+    lane_var = rvar.replace("$", "_") + "_l"
+    d.directives.append(("rfactor", chain[1].name, lane_var, f"{stage.name}_intm"))
+    return [chain[1]]
 
 
 def _plan_parallel(d: Definition, parallel: int) -> None:

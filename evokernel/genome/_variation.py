@@ -68,6 +68,7 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
         rsplit=tuple(rng.choice(factors(e, 64)) for e in stage.rextents),
         rdepth=rng.randrange(0, 2 * stage.dims + 2),
         runroll=int(rng.random() < 0.3),
+        rfactor=rng.choice(_widths(space)) if stage.has_update and rng.random() < 0.25 else 1,
     )
     return repair_stage(space, stage, gene)
 
@@ -103,10 +104,13 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
     rsplit = tuple(max(1, min(int(f), e)) for f, e in zip((tuple(gene.rsplit) + (1,) * len(stage.rextents)),
                                                           stage.rextents))
     runroll = int(bool(gene.runroll) and bool(rsplit) and max(rsplit) <= 16)
+    rfactor = 1
+    if stage.has_update and 1 < gene.rfactor < stage.rextents[0]:
+        rfactor = _power_of_two_at_most(min(gene.rfactor, max(_widths(space), default=1)))
     return StageGene(
         location=location, tiles=tuple(tiles), order=order, vector=vector, width=width,
         parallel=max(0, min(gene.parallel, dims)), unroll=tuple(unroll), rsplit=rsplit,
-        rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll)
+        rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor)
 
 
 def repair(space: ScheduleSpace, genome: Genome) -> Genome:
@@ -147,7 +151,7 @@ def mutate_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene, rng: 
     if not stage.is_output:
         fields += ["location"] * 2
     if stage.has_update:
-        fields += ["rsplit", "rdepth", "runroll"]
+        fields += ["rsplit", "rdepth", "runroll", "rfactor"]
     field = rng.choice(fields)
     if field == "tiles" and stage.dims:
         i = rng.randrange(stage.dims)
@@ -192,11 +196,11 @@ def crossover(space: ScheduleSpace, a: Genome, b: Genome, rng: random.Random) ->
         if rng.random() < 0.5:
             ga[i], gb[i] = gb[i], ga[i]
     i = rng.randrange(len(ga))
-    da, db = ga[i].to_dict(), gb[i].to_dict()
+    da, db = vars(ga[i]).copy(), vars(gb[i]).copy()
     for name in da:
         if rng.random() < 0.5:
             da[name], db[name] = db[name], da[name]
-    ga[i], gb[i] = StageGene.from_dict(da), StageGene.from_dict(db)
+    ga[i], gb[i] = StageGene(**da), StageGene(**db)
     return repair(space, Genome(tuple(ga))), repair(space, Genome(tuple(gb)))
 
 
@@ -213,11 +217,15 @@ def _flat_gene(space: ScheduleSpace, stage: StageSpace) -> StageGene:
 
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names):
-    a flat vectorised/parallel schedule, and for each reduction feeding the output,
+    a flat vectorised/parallel schedule, the same with long reductions factored
+    into vector lanes (``rfactor``), and for each reduction feeding the output,
     register tiles of the output (vector lanes along dim 0 times 4 or 8 along another
     dim) with the reduction computed per tile and its loops outermost."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     found = [flat]
+    factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
+    if repair(space, factored) != repair(space, flat):
+        found.append(factored)
     out_index = len(space.stages) - 1
     output = space.stages[out_index]
     for r_index, reduction in enumerate(space.stages):

@@ -3,13 +3,25 @@ schedule: Python that, run against fresh Funcs, schedules them the same way."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import halide as hl
 import numpy as np
 import pytest
 from _families import FAMILIES, FAMILY_IDS, seeded, space_of
 
+import evokernel as ek
 from evokernel.evaluators import build
-from evokernel.genome import INLINE, apply, plan, random_genome, repair, schedule_code, templates
+from evokernel.genome import (
+    INLINE,
+    Genome,
+    apply,
+    plan,
+    random_genome,
+    repair,
+    schedule_code,
+    templates,
+)
 from evokernel.target import Target
 
 HOST = Target.parse("host")
@@ -109,3 +121,36 @@ def test_apply_is_deterministic():
     space = space_of(op)
     genome = templates(space)[1]
     assert apply(genome, op.algorithm(), space) == apply(genome, op.algorithm(), space)
+
+
+@pytest.mark.parametrize("op", [ek.operators.fc(2, 100, 37), ek.operators.softmax((7, 45))], ids=["fc", "softmax"])
+@pytest.mark.parametrize("lanes", [8, 32])
+def test_rfactor_vectorises_a_partial_reduction_and_computes_the_operator(op, lanes):
+    """A reduction factored into vector lanes (also ones that do not divide its
+    extent) prints as an ``rfactor`` intermediate and still computes the operator."""
+    space = space_of(op)
+    flat = templates(space)[0]
+    genome = repair(space, Genome(tuple(replace(g, rfactor=lanes) for g in flat.stages)))
+    reductions = [i for i, s in enumerate(space.stages) if s.has_update]
+    assert all(genome.stages[i].rfactor == lanes for i in reductions)
+    assert all(g.rfactor == 1 for i, g in enumerate(genome.stages) if i not in reductions)
+    plans = plan(space, genome)
+    assert all(plans[i].intermediate is not None for i in reductions)
+    code = schedule_code(genome, op.algorithm(), space)
+    for i in reductions:
+        name = space.stages[i].name
+        assert f"{name}_intm = {name}.update(0).rfactor(" in code
+        assert f"{name}_intm.update(0).vectorize(" in code
+    arrays = op.random_inputs(np.random.default_rng(3))
+    algorithm = op.algorithm()
+    exec(compile(code, "<schedule>", "exec"), namespace(algorithm))
+    rtol, atol = op.tolerance
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=rtol, atol=atol)
+
+
+def test_rfactor_is_repaired_away_where_it_cannot_apply():
+    op = ek.operators.conv2d(1, 3, 11, 13, 5, k=3, pad=1)  # first reduction variable: 3 taps
+    space = space_of(op)
+    genome = repair(space, Genome(tuple(replace(g, rfactor=16) for g in templates(space)[0].stages)))
+    assert all(g.rfactor == 1 for g in genome.stages)
+    assert "rfactor" not in schedule_code(genome, op.algorithm(), space)

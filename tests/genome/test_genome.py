@@ -6,12 +6,20 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from _families import FAMILIES, random_draws, seeded, space_of
 
-from evokernel.genome import Genome, StageGene, crossover, mutate, random_genome, templates
+from evokernel.genome import (
+    Genome,
+    StageGene,
+    crossover,
+    mutate,
+    random_genome,
+    templates,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -112,3 +120,15 @@ def test_replace_stage_keeps_the_rest():
     assert h.stages[0] == g.stages[0] and h.stages[2] == g.stages[2]
     assert h.stages[1] == StageGene(location=2) and g.stages[1] == StageGene(vector=0, width=8)
     assert h.key != g.key
+
+
+def test_genes_added_later_keep_old_keys():
+    """``rfactor`` left at its default is not written, so genomes recorded before
+    it existed keep their keys (records and caches stay valid)."""
+    old = {"stages": [{"location": 0, "order": [0], "parallel": 1, "rdepth": 0, "rsplit": [], "runroll": 0,
+                       "tiles": [[1, 1]], "unroll": [1], "vector": 0, "width": 16}]}
+    genome = Genome.from_dict(old)
+    assert genome.to_dict() == old
+    factored = Genome((replace(genome.stages[0], rfactor=16),))
+    assert factored.key != genome.key and factored.to_dict()["stages"][0]["rfactor"] == 16
+    assert Genome.from_json(factored.to_json()) == factored

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .evaluators import Result
-from .runtime._kernel import format_seconds
+from .runtime._kernel import format_failures, format_seconds
 from .search import Budget
 
 
@@ -136,8 +136,7 @@ def status_line(p: TuningProgress) -> str:
     parts = [f"evaluations {p.evaluations}", f"best {format_seconds(p.best)}"]
     if p.speedup:
         parts.append(f"speedup {p.speedup:.1f}x")
-    failures = ", ".join(f"{kind} {n}" for kind, n in sorted(p.failures.items()))
-    parts.append(f"failures: {failures}" if failures else "failures: none")
+    parts.append(f"failures: {format_failures(p.failures)}")
     return " | ".join(parts)
 
 

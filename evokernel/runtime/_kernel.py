@@ -56,6 +56,15 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds * 1e6:.4g} us"
 
 
+def format_failures(failures: dict) -> str:
+    """Failures by kind, as one phrase.
+
+    >>> format_failures({"wrong_result": 2, "compile_error": 1}), format_failures({})
+    ('compile_error 1, wrong_result 2', 'none')
+    """
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(failures.items()) if n) or "none"
+
+
 @dataclass(frozen=True)
 class TuningStats:
     """How a kernel was found: best and baseline (unscheduled) seconds, the best
@@ -205,8 +214,7 @@ class Kernel:
             rows.append(("throughput", f"{sig.flops / s.time / 1e9:.1f} GFLOP/s"))
         rows.append(("bandwidth", f"{sig.bytes_moved / s.time / 1e9:.1f} GB/s"))
         rows.append(("search", f"{len(s.history)} evaluations in {s.elapsed:.1f} s"))
-        failures = ", ".join(f"{kind} {n}" for kind, n in s.failures.items())
-        rows.append(("failures", failures or "none"))
+        rows.append(("failures", format_failures(s.failures)))
         return rows
 
     def plot(self, path) -> Path:

@@ -216,8 +216,10 @@ def cmd_bench(args) -> int:
 # -- the parser --------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evokernel", description=__doc__.splitlines()[0],
-                     epilog="evokernel COMMAND --help tells more.")
+    examples = __doc__.split("\n\n")[1]
+    parser = _Parser(prog="evokernel", formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Evolve fast Halide kernels for neural-network operators; list, show and export them.",
+                     epilog=f"examples:\n{examples}\n\nevokernel COMMAND --help tells more.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (Python logging, INFO)")
     common = argparse.ArgumentParser(add_help=False)

@@ -12,8 +12,8 @@ A stage is planned in one of three modes:
   and unroll them); ``rdepth`` per-thread loops go inside them (register tiles).
 - ``shared`` (computed at a consumer's innermost block loop): staged in GPU shared
   memory, computed cooperatively by the block's threads (``gpu_threads``).
-- ``serial`` (computed at a consumer's thread loop or inside it): each thread
-  computes its own region, in its order, serially.
+- ``serial`` (computed at a consumer's thread loop or inside it; a scalar stage
+  at any of its loops): each thread computes its own region, in order, serially.
 
 Producers may be computed at a kernel's innermost block loop (``shared``), its
 innermost thread loop or its per-thread serial loops (``serial``): the ``location``
@@ -25,7 +25,17 @@ from __future__ import annotations
 import math
 
 from ._genome import INLINE, ROOT, StageGene
-from ._plan import Definition, Loop, MemoryType, StagePlan, _ceil_div, _fit, _plan_reduction, _region, _split
+from ._plan import (
+    Definition,
+    Loop,
+    MemoryType,
+    StagePlan,
+    _ceil_div,
+    _fit,
+    _plan_reduction,
+    _region,
+    _split,
+)
 from ._space import ScheduleSpace, StageSpace
 
 MAX_THREADS = 256     # threads per block: every CUDA GPU and OpenCL device takes this many

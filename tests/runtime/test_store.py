@@ -46,7 +46,9 @@ def tune_in_subprocess(cache: Path, m, n, k, budget, seed=0, wait=True):
 
 
 def rows(cache: Path, key: str | None = None) -> list[tuple]:
-    db = sqlite3.connect(cache / "records.sqlite3")
+    """Recorded (operator, genome key, outcome) rows; OperationalError before the
+    database or its table exists (opened read-only: a test never creates it)."""
+    db = sqlite3.connect(f"file:{cache / 'records.sqlite3'}?mode=ro", uri=True)
     try:
         query = "SELECT operator, genome_key, outcome FROM evaluations"
         return db.execute(query + (" WHERE operator = ?" if key else ""), (key,) if key else ()).fetchall()
@@ -68,8 +70,11 @@ def test_killed_run_resumes_without_redoing_any_evaluation(cache):
     proc = tune_in_subprocess(cache, 48, 40, 32, budget=40, wait=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (cache / "records.sqlite3").exists() and len(rows(cache)) >= 10:
-            break
+        try:
+            if len(rows(cache)) >= 10:
+                break
+        except sqlite3.OperationalError:  # the run has not created its table yet
+            pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

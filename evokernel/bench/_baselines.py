@@ -88,8 +88,10 @@ def _numpy_conv(op: Conv2d) -> Callable[..., np.ndarray] | None:
             y = np.tensordot(w, win, axes=([1, 2, 3], [1, 4, 5])).transpose(1, 0, 2, 3)
         if b is not None:
             y += b[:, None, None]
-        if op.activation is not None:
-            np.clip(y, 0, 6 if op.activation == "relu6" else None, out=y)
+        if op.activation == "relu":
+            np.maximum(y, 0, out=y)
+        elif op.activation == "relu6":
+            np.clip(y, 0, 6, out=y)
         return y
     return conv
 

@@ -6,7 +6,8 @@ calls, which are also its warm-up); then the methods take turns: in every round
 each runs such a batch and the per-call mean of the batch is one sample;
 the order rotates from round to round, so every method sees the same machine noise.
 A slow method (an unscheduled pipeline can take seconds) stops once it has spent
-``max_seconds`` and has ``min_rounds`` samples. The result is the median sample.
+``max_seconds`` and has ``min_rounds`` samples, or at ``4 * max_seconds`` with fewer
+(a pathological kernel must not hold up the suite). The result is the median sample.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: Pro
     calls = dict.fromkeys(names, 0)
     for r in range(protocol.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            if spent[name] > protocol.max_seconds and len(samples[name]) >= protocol.min_rounds:
+            if spent[name] > protocol.max_seconds and (
+                    len(samples[name]) >= protocol.min_rounds or spent[name] > 4 * protocol.max_seconds):
                 continue
             call, n = methods[name], batch[name]
             start = time.perf_counter()

@@ -172,3 +172,11 @@ def test_search_target_compares_the_two_searches_kernels():
                "numpy": {"status": "wrong"}, "torch": {"status": "skipped"}}
     got = {t["goal"]: (t["ratio"], t["met"]) for t in targets(case, methods, bench.AUTOSCHEDULERS)}
     assert got == {"as fast as the best autoscheduler": (0.9, False), "GA 1.3x faster than random search": (1.4, True)}
+
+
+def test_a_pathological_method_stops_at_four_times_the_limit():
+    import time
+
+    protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
+    timings = bench.time_side_by_side({"stuck": lambda: time.sleep(0.03), "fast": lambda: None}, protocol)
+    assert timings["stuck"].calls == 1 and timings["fast"].calls >= 6

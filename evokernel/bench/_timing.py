@@ -2,8 +2,8 @@
 
 Each method is a call with no arguments (its inputs and output are bound already).
 First each method finds how many calls last ``min_time`` (batches of 1, 2, 4...
-calls, which are also its warm-up); then the methods take turns: in every round
-each runs such a batch and the per-call mean of the batch is one sample;
+calls: its warm-up, the last of them its first sample); then the methods take turns:
+in every further round each runs such a batch, whose per-call mean is one sample;
 the order rotates from round to round, so every method sees the same machine noise.
 A slow method (an unscheduled pipeline can take seconds) stops once it has spent
 ``max_seconds`` and has ``min_rounds`` samples, or at ``4 * max_seconds`` with fewer
@@ -50,38 +50,43 @@ def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: Pro
     (['max', 'sum'], True)
     """
     names = list(methods)
-    batch = {name: _calibrate(methods[name], protocol) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     spent = dict.fromkeys(names, 0.0)
     calls = dict.fromkeys(names, 0)
-    for r in range(protocol.rounds):
+
+    def run(name: str, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            methods[name]()
+        seconds = time.perf_counter() - start
+        spent[name] += seconds
+        return seconds
+
+    batch = {name: _calibrate(lambda n, name=name: run(name, n), protocol.min_time) for name in names}
+    for name in names:  # the last calibration batch lasted min_time: it is the first sample
+        samples[name].append(batch[name][1])
+        calls[name] = batch[name][0]
+    for r in range(1, protocol.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             if spent[name] > protocol.max_seconds and (
                     len(samples[name]) >= protocol.min_rounds or spent[name] > 4 * protocol.max_seconds):
                 continue
-            call, n = methods[name], batch[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                call()
-            seconds = time.perf_counter() - start
-            samples[name].append(seconds / n)
-            spent[name] += seconds
+            n = batch[name][0]
+            samples[name].append(run(name, n) / n)
             calls[name] += n
     return {name: _summary(samples[name], calls[name]) for name in names}
 
 
-def _calibrate(call: Callable[[], object], protocol: Protocol, most: int = 100_000) -> int:
-    """Calls per batch: enough to last ``min_time`` (as ``timeit``'s autorange, but
-    growing by the measured shortfall, at most 10x a step)."""
+def _calibrate(run: Callable[[int], float], min_time: float, most: int = 100_000) -> tuple[int, float]:
+    """Calls per batch, enough to last ``min_time`` (as ``timeit``'s autorange, but
+    growing by the measured shortfall, at most 10x a step), and the seconds per
+    call of the last batch."""
     calls = 1
     while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        seconds = time.perf_counter() - start
-        if seconds >= protocol.min_time or calls >= most:
-            return calls
-        calls = min(most, max(2 * calls, min(10 * calls, math.ceil(calls * protocol.min_time / max(seconds, 1e-9)))))
+        seconds = run(calls)
+        if seconds >= min_time or calls >= most:
+            return calls, seconds / calls
+        calls = min(most, max(2 * calls, min(10 * calls, math.ceil(calls * min_time / max(seconds, 1e-9)))))
 
 
 def _summary(samples: list[float], calls: int) -> Timing:

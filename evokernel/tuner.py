@@ -71,8 +71,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     ev = create_evaluator(evaluator)
     ev.check_target(target)  # a TargetError naming the ways out when no runner can execute it
-    space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads,
-                                         gpu=target.is_gpu)
+    space = ScheduleSpace.of(operator, target, threads)
     context = Context(operator, target, space, threads, root, seed, settings or Settings())
     records = Records(root / "records.sqlite3")
     tracker = Tracker(operator.key, budget, clock.start, display)

@@ -70,6 +70,13 @@ class ScheduleSpace:
                 is_output=is_output, optional=stage.optional))
         return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)), bool(gpu))
 
+    @classmethod
+    def of(cls, operator, target, threads: int) -> "ScheduleSpace":
+        """The space of ``operator`` (a fresh algorithm) on ``target`` (a ``Target``):
+        its vector lanes for the operator's dtype, and GPU mappings on a GPU."""
+        return cls.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads,
+                                  gpu=target.is_gpu)
+
     def stage(self, name: str) -> StageSpace:
         return next(s for s in self.stages if s.name == name)
 

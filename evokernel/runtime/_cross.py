@@ -56,8 +56,7 @@ def compile_for(source, target: "str | Target", path, genome: Genome | None = No
 
     target = Target.parse(target)
     operator, genome = _source(source, genome)
-    space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype),
-                                         default_threads(), gpu=target.is_gpu)
+    space = ScheduleSpace.of(operator, target, default_threads())
     genome = repair(space, genome) if genome is not None else _default_genome(operator, space)
     if not isinstance(function, str) or not function.isidentifier():
         raise BuildError(f"function must be a C identifier, got {function!r}")

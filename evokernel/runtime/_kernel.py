@@ -166,6 +166,19 @@ class Kernel:
         write_bundle(path, self.meta, self._object)
         return path
 
+    def compile_for(self, target, path, **options):
+        """This kernel's schedule compiled for another ``target`` into the object file
+        ``path``: ``ek.compile_for(kernel, target, path, **options)``.
+
+        >>> import tempfile, pathlib, evokernel as ek
+        >>> kernel = ek.tune(ek.operators.relu(64), budget=2, seed=0, evaluator="local")
+        >>> kernel.compile_for("arm-64-linux", pathlib.Path(tempfile.mkdtemp()) / "relu.o").target.arch
+        'arm'
+        """
+        from ._cross import compile_for
+
+        return compile_for(self, target, path, **options)
+
     # -- what was found -----------------------------------------------------------------
     @property
     def time_ms(self) -> float:

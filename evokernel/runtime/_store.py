@@ -54,8 +54,7 @@ def from_entry(root: Path, operator: Operator, entry: Entry, threads: int | None
     rebuilt = object_bytes is None
     if rebuilt:
         log.warning("cached artifact of %s is missing or corrupted: rebuilding it from its genome", operator.key)
-        space = ScheduleSpace.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype),
-                                             threads or default_threads())
+        space = ScheduleSpace.of(operator, target, threads or default_threads())
         object_bytes = build(operator, space, Genome.from_dict(entry.meta["genome"]), target).object_bytes
     if rebuilt or not entry.library_intact():
         KernelCache(root).repair(entry, object_bytes, _native.link_kernel(object_bytes, runtime, _paths.native_dir(root)))

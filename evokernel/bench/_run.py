@@ -35,7 +35,7 @@ from ..target import Target
 from ._autoschedule import AUTOSCHEDULERS, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
 from ._suite import Case
-from ._timing import Protocol, time_side_by_side
+from ._timing import Protocol, Timing, time_side_by_side
 
 log = logging.getLogger("evokernel.bench")
 
@@ -130,8 +130,10 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     search = _tuned(op, config, target, threads, cache, linker, methods, calls)
     _stop_local_ray()
     _libraries(op, config, inputs, threads, methods, calls)
-    _check_all(case.name, op, np.asarray(op.reference(*inputs), op.dtype), methods, calls)
-    for name, timing in time_side_by_side(calls, config.protocol).items():
+    once = _check_all(case.name, op, np.asarray(op.reference(*inputs), op.dtype), methods, calls,
+                      config.protocol.max_seconds)
+    timings = {**time_side_by_side(calls, config.protocol), **once}
+    for name, timing in timings.items():
         methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
     _ratios(methods)
@@ -199,14 +201,22 @@ def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods
             calls[name] = call
 
 
-def _check_all(label: str, op: Operator, reference: np.ndarray, methods: dict, calls: dict) -> None:
-    """Check every method once against the reference; drop those that fail from ``calls``."""
+def _check_all(label: str, op: Operator, reference: np.ndarray, methods: dict, calls: dict,
+               max_seconds: float) -> dict[str, Timing]:
+    """Check every method once against the reference and drop from ``calls`` those
+    that fail, and those whose check call alone took over ``max_seconds``: that one
+    call is their time (returned), as a pathological kernel may take minutes a call."""
     rtol, atol = op.tolerance
+    once = {}
     for name in list(calls):
         methods[name].update(_checked(calls[name], reference, rtol, atol))
         if methods[name]["status"] != "ok":
             del calls[name]
             log.warning("%s: %s %s: %s", label, name, methods[name]["status"], methods[name]["error"])
+        elif methods[name]["check_seconds"] > max_seconds:
+            del calls[name]
+            once[name] = Timing(methods[name]["check_seconds"], 0.0, 1)
+    return once
 
 
 def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str]) -> list[dict]:
@@ -237,9 +247,11 @@ def _tune(op: Operator, config: Config, strategy: str, target: Target, threads: 
 
 
 def _checked(call: Callable[[], object], reference: np.ndarray, rtol: float, atol: float) -> dict:
-    """Run ``call`` once (also the first warm-up) and compare with the reference."""
+    """Run ``call`` once (also the first warm-up; timed) and compare with the reference."""
+    start = time.perf_counter()
     try:
         output = np.asarray(call())
+        seconds = time.perf_counter() - start
     except Exception as error:  # a baseline or kernel that raises is reported, never fatal
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     if output.shape != reference.shape:
@@ -248,7 +260,7 @@ def _checked(call: Callable[[], object], reference: np.ndarray, rtol: float, ato
     if not good:
         return {"status": "wrong", "max_error": _finite(max_error),
                 "error": f"max abs error {max_error:.3g} exceeds tolerance"}
-    return {"status": "ok", "max_error": max_error}
+    return {"status": "ok", "max_error": max_error, "check_seconds": seconds}
 
 
 def _ratios(methods: dict[str, dict]) -> None:

@@ -4,6 +4,7 @@ autoscheduler child processes, real tuning (a few evaluations) and real timing."
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,12 +13,20 @@ import evokernel as ek
 from evokernel import bench
 from evokernel.errors import EvokernelError
 
-FAST = bench.Protocol(rounds=3, min_time=0.002)
+FAST = bench.Protocol(rounds=3, min_time=0.002, max_seconds=0.2)
 
 
 def broken(op, inputs, threads):
     """A baseline that computes the wrong thing (zeros)."""
     return lambda: np.zeros(op.output.shape, op.dtype)
+
+
+def sleepy(op, inputs, threads):
+    """Right, but slower a call than the protocol's ``max_seconds``."""
+    def call():
+        time.sleep(0.25)
+        return op.reference(*inputs)
+    return call
 
 
 def raising(op, inputs, threads):
@@ -33,7 +42,8 @@ def results():
                                                                  activation="relu"))]
     config = bench.Config(budget=3, evaluator="local", autoschedulers=("Mullapudi2016", "Adams2019"),
                           autoscheduler_params={"Adams2019": {"no_such_parameter": "1"}},
-                          baselines={"numpy": bench.numpy_baseline, "broken": broken, "raising": raising},
+                          baselines={"numpy": bench.numpy_baseline, "broken": broken, "raising": raising,
+                                     "sleepy": sleepy},
                           protocol=FAST)
     return bench.run(cases, config)
 
@@ -58,6 +68,13 @@ def test_wrong_or_raising_baselines_are_reported_not_timed(results):
         assert failed["status"] == "failed" and "baseline exploded" in failed["error"] and "median_ms" not in failed
 
 
+def test_a_method_slower_than_max_seconds_is_timed_once(results):
+    for op in results["operators"]:
+        sleepy = op["methods"]["sleepy"]
+        assert sleepy["status"] == "ok" and sleepy["calls"] == 1 and sleepy["median_ms"] >= 250
+        assert sleepy["median_ms"] == pytest.approx(sleepy["check_seconds"] * 1e3)
+
+
 def test_an_aborting_autoscheduler_is_a_failure_and_the_bench_survives(results):
     for op in results["operators"]:
         adams = op["methods"]["Adams2019"]
@@ -77,7 +94,7 @@ def test_report_structure(results, tmp_path):
     header = next(line for line in table if line.startswith("| operator"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "operator", "unscheduled", "Mullapudi2016", "Adams2019", "evokernel", "numpy", "broken", "raising",
-        "evokernel rate"]
+        "sleepy", "evokernel rate"]
     row = next(line for line in table if line.startswith("| tiny-gemm"))
     assert "failed" in row and "wrong result" in row and "(1.00×)" in row and "GFLOP/s" in row
 
@@ -155,8 +172,6 @@ def test_baselines_match_the_reference(make, baseline):
 
 
 def test_side_by_side_timing_limits_slow_methods():
-    import time
-
     protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=2, max_seconds=0.02)
     timings = bench.time_side_by_side({"slow": lambda: time.sleep(0.015), "fast": lambda: None}, protocol)
     assert timings["slow"].calls == 2 and timings["slow"].median >= 0.015
@@ -175,8 +190,6 @@ def test_search_target_compares_the_two_searches_kernels():
 
 
 def test_a_pathological_method_stops_at_four_times_the_limit():
-    import time
-
     protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
     timings = bench.time_side_by_side({"stuck": lambda: time.sleep(0.03), "fast": lambda: None}, protocol)
     assert timings["stuck"].calls == 1 and timings["fast"].calls >= 6

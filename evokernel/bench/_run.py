@@ -168,7 +168,7 @@ def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Pa
             kernel = _tune(op, config, strategy, target, threads, cache)
         except EvokernelError as error:
             methods[name].update(status="failed", error=str(error))
-            log.warning("%s: %s failed: %s", op.key, name, error)
+            log.warning("%s: %s failed: %s", op.key, name, str(error).splitlines()[0])
             continue
         methods[name]["schedule"] = kernel.schedule
         calls[name] = linker.call(kernel._object)

@@ -4,9 +4,10 @@ For each operator, in this process: the unscheduled pipeline and each Halide
 autoscheduler are compiled in a child process (``_autoschedule``), evokernel tunes
 it (the GA, random search, or both, with the same budget), the library baselines
 bind to the same inputs; every method's output is checked against
-``op.reference`` before it is timed, and the methods that pass are timed together
-(``_timing``). Halide-compiled methods, evokernel's included, are linked against
-one Halide runtime and called the same way, with the same thread count.
+``op.reference`` before it is timed (Halide-compiled ones first in a killable
+worker process), and the methods that pass are timed together (``_timing``).
+Halide-compiled methods, evokernel's included, are linked against one Halide
+runtime and called the same way, with the same thread count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import numpy as np
 
 from ..errors import EvokernelError
 from ..evaluators import FUNCTION, default_threads
-from ..evaluators._runner import check
+from ..evaluators import Outcome
+from ..evaluators._runner import Protocol as RunProtocol
+from ..evaluators._runner import Runner, Task, check
 from ..operators import Operator
 from ..runtime import _native, _paths
 from ..search import Budget, SearchSettings
@@ -42,6 +45,7 @@ log = logging.getLogger("evokernel.bench")
 STRATEGIES = {"ga": ("ga",), "random": ("random",), "both": ("ga", "random")}
 #: The table's method for each search strategy; ``evokernel`` (the GA) is what ratios are relative to.
 EVOKERNEL = {"ga": "evokernel", "random": "evokernel-random"}
+_CHECK_ONLY = RunProtocol(min_calls=1, max_calls=1, min_time=0.0)  # with cutoff 0: the check call alone
 Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object] | None"]
 
 
@@ -50,7 +54,9 @@ class Config:
     """How to run the suite. ``budget`` is per operator and per search strategy;
     ``autoscheduler_params`` adds parameters per autoscheduler (``parallelism`` is
     always the thread count); ``baselines`` maps a method name to a factory
-    ``(op, inputs, threads) -> call | None``."""
+    ``(op, inputs, threads) -> call | None``; a Halide-compiled kernel's check call,
+    in a killable worker, may take ``call_timeout`` seconds (an unscheduled softmax
+    takes many minutes: it is reported as ``failed: run_timeout``)."""
 
     budget: "str | int" = "3m"
     seed: int = 0
@@ -64,6 +70,7 @@ class Config:
     baselines: Mapping[str, Baseline] = field(
         default_factory=lambda: {"numpy": numpy_baseline, "torch": torch_baseline})
     protocol: Protocol = field(default_factory=Protocol)
+    call_timeout: float = 120.0
     cache_dir: "str | Path | None" = None
 
     def __post_init__(self) -> None:
@@ -123,16 +130,19 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     op = case.operator
     log.info("%s: %s", case.name, op.key)
     inputs = op.random_inputs(np.random.default_rng(config.seed))
-    linker = _Linker(op, target, threads, cache, inputs)
+    reference = np.asarray(op.reference(*inputs), op.dtype)
+    halide = _Halide(op, target, threads, cache, inputs, reference, config)
     methods: dict[str, dict] = {}
     calls: dict[str, Callable[[], object]] = {}
-    _autoscheduled(case.name, op, config, target, threads, linker, methods, calls)
-    search = _tuned(op, config, target, threads, cache, linker, methods, calls)
+    try:
+        _autoscheduled(case.name, op, config, target, threads, halide, methods, calls)
+        search = _tuned(op, config, target, threads, cache, halide, methods, calls)
+    finally:
+        halide.close()
     _stop_local_ray()
     _libraries(op, config, inputs, threads, methods, calls)
-    once = _check_all(case.name, op, np.asarray(op.reference(*inputs), op.dtype), methods, calls,
-                      config.protocol.max_seconds)
-    timings = {**time_side_by_side(calls, config.protocol), **once}
+    once = _check_all(case.name, op, reference, methods, calls, config.protocol.max_seconds)
+    timings = {**time_side_by_side(calls, config.protocol), **once, **halide.once}
     for name, timing in timings.items():
         methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
@@ -142,7 +152,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
             "targets": targets(case, methods, config.autoschedulers)}
 
 
-def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, linker: "_Linker",
+def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, halide: _Halide,
                    methods: dict, calls: dict) -> None:
     """The unscheduled pipeline and each autoscheduler's, compiled in child processes."""
     for name in ("unscheduled", *config.autoschedulers):
@@ -151,13 +161,13 @@ def _autoscheduled(label: str, op: Operator, config: Config, target: Target, thr
         methods[name] = {"kind": "halide", "compile_seconds": compiled.seconds, "schedule": compiled.schedule}
         log.info("%s: %s compiled in %.1f s", label, name, compiled.seconds)
         if compiled.ok:
-            calls[name] = linker.call(compiled.object_bytes)
+            halide.add(name, compiled.object_bytes, methods[name], calls)
         else:
             methods[name].update(status="failed", error=compiled.error)
             log.warning("%s: %s failed: %s", label, name, compiled.error)
 
 
-def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, linker: "_Linker",
+def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, halide: _Halide,
            methods: dict, calls: dict) -> dict:
     """evokernel's kernels, one per search strategy; returns their search curves."""
     search = {}
@@ -171,7 +181,7 @@ def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Pa
             log.warning("%s: %s failed: %s", op.key, name, str(error).splitlines()[0])
             continue
         methods[name]["schedule"] = kernel.schedule
-        calls[name] = linker.call(kernel._object)
+        halide.add(name, kernel._object, methods[name], calls)
         search[strategy] = _curve(kernel.stats)
     return search
 
@@ -283,20 +293,45 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class _Linker:
-    """Links Halide objects against one runtime and binds them to the inputs and a
-    fresh output (filled with NaN, so a kernel that writes nothing fails its check)."""
+class _Halide:
+    """Halide-compiled methods of one operator: each object is linked against one
+    runtime and first checked in a killable worker process (evokernel's runner), so
+    that a kernel that crashes, hangs past ``call_timeout`` or computes the wrong
+    thing is reported, never run here; one whose check call took over
+    ``max_seconds`` is timed by that call (``once``); the others are bound to the
+    inputs and a fresh output (NaN-filled: a kernel that writes nothing fails) for
+    the side-by-side timing."""
 
-    def __init__(self, op: Operator, target: Target, threads: int, cache: Path, inputs: list[np.ndarray]):
-        self.op, self.inputs = op, inputs
+    def __init__(self, op: Operator, target: Target, threads: int, cache: Path, inputs: list[np.ndarray],
+                 reference: np.ndarray, config: Config):
+        self.op, self.inputs, self.config = op, inputs, config
         self.dir = _paths.native_dir(cache)
         self.runtime_path = _native.runtime_library(target.string, self.dir)
         self.runtime = _native.load_runtime(self.runtime_path, threads)
+        specs = (*op.inputs, op.output)
+        self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]
+        self.runner = Runner(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
+                                  *op.tolerance))
+        self.once: dict[str, Timing] = {}
 
-    def call(self, object_bytes: bytes) -> Callable[[], np.ndarray]:
-        specs = (*self.op.inputs, self.op.output)
-        kernel = _native.NativeKernel(_native.link_kernel(object_bytes, self.runtime_path, self.dir), FUNCTION,
-                                      self.runtime, [s.shape for s in specs], [s.dtype for s in specs])
+    def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
+        try:
+            library = _native.link_kernel(object_bytes, self.runtime_path, self.dir)
+        except EvokernelError as error:
+            entry.update(status="failed", error=str(error))
+            return
+        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, cutoff=0.0, timeout=self.config.call_timeout)
+        if m.outcome is not Outcome.OK:
+            entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
+                         error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)
+        elif m.times[0] > self.config.protocol.max_seconds:
+            entry.update(status="ok", max_error=m.max_error, check_seconds=m.times[0])
+            self.once[name] = Timing(m.times[0], 0.0, 1)
+        else:
+            calls[name] = self._bind(library)
+
+    def _bind(self, library: Path) -> Callable[[], np.ndarray]:
+        kernel = _native.NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
         out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
         arrays = [*self.inputs, out]
 
@@ -304,3 +339,6 @@ class _Linker:
             kernel(arrays)
             return out
         return call
+
+    def close(self) -> None:
+        self.runner.close()

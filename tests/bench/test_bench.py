@@ -193,3 +193,19 @@ def test_a_pathological_method_stops_at_four_times_the_limit():
     protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
     timings = bench.time_side_by_side({"stuck": lambda: time.sleep(0.03), "fast": lambda: None}, protocol)
     assert timings["stuck"].calls == 1 and timings["fast"].calls >= 6
+
+
+def test_a_halide_kernel_past_the_call_timeout_is_reported_not_run_here():
+    """The check call of Halide-compiled kernels runs in evokernel's killable worker:
+    the unscheduled softmax (32x512: ~2 s a call here, as row_max and row_sum are
+    recomputed per element) passes its 0.5 s timeout and is reported as a
+    run_timeout, while the scheduled kernels and the library go on to be timed."""
+    case = bench.Case("softmax", lambda: ek.operators.softmax((32, 512)), "bytes")
+    config = bench.Config(budget=3, evaluator="local", autoschedulers=("Li2018",), call_timeout=0.5,
+                          baselines={"numpy": bench.numpy_baseline}, protocol=FAST)
+    (op,) = bench.run([case], config)["operators"]
+    unscheduled = op["methods"]["unscheduled"]
+    assert unscheduled["status"] == "failed" and "run_timeout" in unscheduled["error"]
+    assert "median_ms" not in unscheduled
+    for name in ("Li2018", "evokernel", "numpy"):
+        assert op["methods"][name]["status"] == "ok" and op["methods"][name]["median_ms"] < 500

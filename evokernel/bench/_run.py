@@ -27,16 +27,15 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import EvokernelError
-from ..evaluators import FUNCTION, default_threads
-from ..evaluators import Outcome
-from ..evaluators._runner import Protocol as RunProtocol
-from ..evaluators._runner import Runner, Task, check
+from ..evaluators import default_threads
+from ..evaluators._runner import check
 from ..operators import Operator
-from ..runtime import _native, _paths
+from ..runtime import _paths
 from ..search import Budget, SearchSettings
 from ..target import Target
 from ._autoschedule import AUTOSCHEDULERS, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
+from ._halide import HalideMethods
 from ._suite import Case
 from ._timing import Protocol, Timing, time_side_by_side
 
@@ -45,7 +44,6 @@ log = logging.getLogger("evokernel.bench")
 STRATEGIES = {"ga": ("ga",), "random": ("random",), "both": ("ga", "random")}
 #: The table's method for each search strategy; ``evokernel`` (the GA) is what ratios are relative to.
 EVOKERNEL = {"ga": "evokernel", "random": "evokernel-random"}
-_CHECK_ONLY = RunProtocol(min_calls=1, max_calls=1, min_time=0.0)  # with cutoff 0: the check call alone
 Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object] | None"]
 
 
@@ -131,7 +129,8 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     log.info("%s: %s", case.name, op.key)
     inputs = op.random_inputs(np.random.default_rng(config.seed))
     reference = np.asarray(op.reference(*inputs), op.dtype)
-    halide = _Halide(op, target, threads, cache, inputs, reference, config)
+    halide = HalideMethods(op, target, threads, cache, inputs, reference, config.call_timeout,
+                      config.protocol.max_seconds)
     methods: dict[str, dict] = {}
     calls: dict[str, Callable[[], object]] = {}
     try:
@@ -152,7 +151,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
             "targets": targets(case, methods, config.autoschedulers)}
 
 
-def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, halide: _Halide,
+def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, halide: HalideMethods,
                    methods: dict, calls: dict) -> None:
     """The unscheduled pipeline and each autoscheduler's, compiled in child processes."""
     for name in ("unscheduled", *config.autoschedulers):
@@ -167,7 +166,7 @@ def _autoscheduled(label: str, op: Operator, config: Config, target: Target, thr
             log.warning("%s: %s failed: %s", label, name, compiled.error)
 
 
-def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, halide: _Halide,
+def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, halide: HalideMethods,
            methods: dict, calls: dict) -> dict:
     """evokernel's kernels, one per search strategy; returns their search curves."""
     search = {}
@@ -291,54 +290,3 @@ def _curve(stats) -> dict:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-class _Halide:
-    """Halide-compiled methods of one operator: each object is linked against one
-    runtime and first checked in a killable worker process (evokernel's runner), so
-    that a kernel that crashes, hangs past ``call_timeout`` or computes the wrong
-    thing is reported, never run here; one whose check call took over
-    ``max_seconds`` is timed by that call (``once``); the others are bound to the
-    inputs and a fresh output (NaN-filled: a kernel that writes nothing fails) for
-    the side-by-side timing."""
-
-    def __init__(self, op: Operator, target: Target, threads: int, cache: Path, inputs: list[np.ndarray],
-                 reference: np.ndarray, config: Config):
-        self.op, self.inputs, self.config = op, inputs, config
-        self.dir = _paths.native_dir(cache)
-        self.runtime_path = _native.runtime_library(target.string, self.dir)
-        self.runtime = _native.load_runtime(self.runtime_path, threads)
-        specs = (*op.inputs, op.output)
-        self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]
-        self.runner = Runner(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
-                                  *op.tolerance))
-        self.once: dict[str, Timing] = {}
-
-    def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
-        try:
-            library = _native.link_kernel(object_bytes, self.runtime_path, self.dir)
-        except EvokernelError as error:
-            entry.update(status="failed", error=str(error))
-            return
-        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, cutoff=0.0, timeout=self.config.call_timeout)
-        if m.outcome is not Outcome.OK:
-            entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
-                         error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)
-        elif m.times[0] > self.config.protocol.max_seconds:
-            entry.update(status="ok", max_error=m.max_error, check_seconds=m.times[0])
-            self.once[name] = Timing(m.times[0], 0.0, 1)
-        else:
-            calls[name] = self._bind(library)
-
-    def _bind(self, library: Path) -> Callable[[], np.ndarray]:
-        kernel = _native.NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
-        out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
-        arrays = [*self.inputs, out]
-
-        def call() -> np.ndarray:
-            kernel(arrays)
-            return out
-        return call
-
-    def close(self) -> None:
-        self.runner.close()

@@ -1,0 +1,70 @@
+"""Halide-compiled methods of one operator (unscheduled, autoscheduled, evokernel's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import EvokernelError
+from ..evaluators import FUNCTION, Outcome
+from ..evaluators._runner import Protocol, Runner, Task
+from ..operators import Operator
+from ..runtime import _native, _paths
+from ..target import Target
+from ._timing import Timing
+
+_CHECK_ONLY = Protocol(min_calls=1, max_calls=1, min_time=0.0)  # with cutoff 0: the check call alone
+
+
+class HalideMethods:
+    """Halide-compiled methods of one operator: each object is linked against one
+    runtime and first checked in a killable worker process (evokernel's runner), so
+    that a kernel that crashes, hangs past ``call_timeout`` or computes the wrong
+    thing is reported, never run here; one whose check call took over
+    ``max_seconds`` is timed by that call (``once``); the others are bound to the
+    inputs and a fresh output (NaN-filled: a kernel that writes nothing fails) for
+    the side-by-side timing."""
+
+    def __init__(self, op: Operator, target: Target, threads: int, cache: Path, inputs: list[np.ndarray],
+                 reference: np.ndarray, call_timeout: float, max_seconds: float):
+        self.op, self.inputs = op, inputs
+        self.call_timeout, self.max_seconds = call_timeout, max_seconds
+        self.dir = _paths.native_dir(cache)
+        self.runtime_path = _native.runtime_library(target.string, self.dir)
+        self.runtime = _native.load_runtime(self.runtime_path, threads)
+        specs = (*op.inputs, op.output)
+        self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]
+        self.runner = Runner(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
+                                  *op.tolerance))
+        self.once: dict[str, Timing] = {}
+
+    def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
+        try:
+            library = _native.link_kernel(object_bytes, self.runtime_path, self.dir)
+        except EvokernelError as error:
+            entry.update(status="failed", error=str(error))
+            return
+        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, cutoff=0.0, timeout=self.call_timeout)
+        if m.outcome is not Outcome.OK:
+            entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
+                         error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)
+        elif m.times[0] > self.max_seconds:
+            entry.update(status="ok", max_error=m.max_error, check_seconds=m.times[0])
+            self.once[name] = Timing(m.times[0], 0.0, 1)
+        else:
+            calls[name] = self._bind(library)
+
+    def _bind(self, library: Path) -> Callable[[], np.ndarray]:
+        kernel = _native.NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
+        out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
+        arrays = [*self.inputs, out]
+
+        def call() -> np.ndarray:
+            kernel(arrays)
+            return out
+        return call
+
+    def close(self) -> None:
+        self.runner.close()

@@ -10,7 +10,8 @@ From Python (tiny shapes, a budget of evaluations):
 >>> import evokernel as ek
 >>> from evokernel import bench
 >>> case = bench.Case("tiny", lambda: ek.operators.relu((4, 64)), "bytes")
->>> config = bench.Config(budget=3, evaluator="local", autoschedulers=(), protocol=bench.Protocol(rounds=2, min_time=0.001))
+>>> config = bench.Config(budget=3, evaluator="local", autoschedulers=(),
+...                       protocol=bench.Protocol(rounds=2, min_time=0.001))
 >>> results = bench.run([case], config)
 >>> sorted(results["operators"][0]["methods"])[:2], results["operators"][0]["methods"]["numpy"]["status"]
 (['evokernel', 'numpy'], 'ok')

@@ -174,6 +174,8 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     unroll = _fit(gene.unroll, dims, 1)
     order = gene.order if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
     vector = gene.vector if 0 <= gene.vector < dims and gene.width > 1 else -1
+    if update and _rfactor_lanes(stage, gene):
+        vector = -1  # it only adds up the factored lanes; vectorising that too transposes them (10 s compiles)
 
     # The output's bounds are exact and factors never exceed them, so its pure splits
     # may shift the last tile inwards; anything else is guarded, since rounding up
@@ -251,8 +253,8 @@ def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loo
     intermediate that runs the rest of the reduction with the lanes vectorised,
     loading contiguous memory where the reduction walks along it. Returns the
     update's one reduction loop left (none if the gene asks for no factoring)."""
-    lanes = gene.rfactor
-    if lanes <= 1 or not stage.rvars or lanes >= stage.rextents[0]:
+    lanes = _rfactor_lanes(stage, gene)
+    if not lanes:
         return []
     rvar = stage.rvars[0]
     chain = [Loop(rvar, stage.rextents[0], rvar=True)]
@@ -260,6 +262,12 @@ def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loo
     lane_var = rvar.replace("$", "_") + "_l"
     d.directives.append(("rfactor", chain[1].name, lane_var, f"{stage.name}_intm"))
     return [chain[1]]
+
+
+def _rfactor_lanes(stage: StageSpace, gene: StageGene) -> int:
+    """The lanes the gene factors the first reduction variable into (0: none)."""
+    lanes = gene.rfactor
+    return lanes if stage.rvars and 1 < lanes < stage.rextents[0] else 0
 
 
 def _plan_parallel(d: Definition, parallel: int) -> None:

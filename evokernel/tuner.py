@@ -17,7 +17,7 @@ from typing import Sequence
 from ._progress import Tracker, display_for
 from .errors import TuningError
 from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
-from .genome import Genome, ScheduleSpace
+from .genome import Genome, ScheduleSpace, unscheduled
 from .operators import Operator
 from .runtime import _paths, _store
 from .runtime._kernel import Kernel, TuningStats
@@ -78,7 +78,7 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, _budget_text(budget), seed)
     try:
         ev.prepare(context)
-        baseline = ev.evaluate_one(None, _BASELINE)
+        baseline = ev.evaluate_one(unscheduled(space), _BASELINE)
         tracker.baseline = baseline.time if baseline.ok else None
         history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
                           resume=not retune, tracker=tracker)

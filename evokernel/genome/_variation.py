@@ -215,6 +215,14 @@ def _flat_gene(space: ScheduleSpace, stage: StageSpace) -> StageGene:
                      rsplit=(1,) * len(stage.rvars))
 
 
+def unscheduled(space: ScheduleSpace) -> Genome:
+    """The baseline speedups are measured against: Halide's default schedule (every
+    stage inlined where it can be, serial loops), except that reductions are
+    computed once at root, where Halide would recompute one per point of its
+    consumer (minutes for a softmax's row sums)."""
+    return repair(space, Genome(tuple(StageGene(location=INLINE if s.can_inline else ROOT) for s in space.stages)))
+
+
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names):
     a flat vectorised/parallel schedule, the same with long reductions factored

@@ -10,7 +10,7 @@ import pytest
 from _families import FAMILIES, FAMILY_IDS, seeded, space_of
 
 from evokernel.genome import (INLINE, ROOT, Genome, StageGene, apply, crossover, factors, mutate, random_genome,
-                              repair, templates)
+                              repair, templates, unscheduled)
 from evokernel.genome._variation import MAX_UNROLLED_LANES, _max_location
 
 OPERATORS = [op for _, op in FAMILIES]
@@ -155,3 +155,17 @@ def test_offspring_decode_onto_fresh_algorithms(op):
                 continue
             assert isinstance(code, str)
     assert rejected <= tried // 4, f"Halide rejected {rejected} of {tried} offspring"
+
+
+@pytest.mark.parametrize("op", [op for _, op in FAMILIES], ids=FAMILY_IDS)
+def test_the_unscheduled_baseline_is_halides_default_with_reductions_at_root(op):
+    """Serial loops, everything inlined that can be, and each reduction computed
+    once at root (Halide's default recomputes it per point of its consumer)."""
+    space = space_of(op)
+    genome = unscheduled(space)
+    assert repair(space, genome) == genome
+    code = apply(genome, op.algorithm(), space)
+    for stage, gene in zip(space.stages, genome.stages):
+        assert gene.location == (INLINE if stage.can_inline else ROOT)
+    assert not any(word in code for word in ("vectorize", "parallel", "split", "unroll", "compute_at"))
+    assert all(f"{s.name}.compute_root()" in code for s in space.stages if s.has_update and not s.is_output)

@@ -130,12 +130,12 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     inputs = op.random_inputs(np.random.default_rng(config.seed))
     reference = np.asarray(op.reference(*inputs), op.dtype)
     halide = HalideMethods(op, target, threads, cache, inputs, reference, config.call_timeout,
-                      config.protocol.max_seconds)
+                           config.protocol.max_seconds)
     methods: dict[str, dict] = {}
     calls: dict[str, Callable[[], object]] = {}
     try:
         _autoscheduled(case.name, op, config, target, threads, halide, methods, calls)
-        search = _tuned(op, config, target, threads, cache, halide, methods, calls)
+        search = _tuned(case.name, op, config, target, threads, cache, halide, methods, calls)
     finally:
         halide.close()
     _stop_local_ray()
@@ -166,8 +166,8 @@ def _autoscheduled(label: str, op: Operator, config: Config, target: Target, thr
             log.warning("%s: %s failed: %s", label, name, compiled.error)
 
 
-def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Path, halide: HalideMethods,
-           methods: dict, calls: dict) -> dict:
+def _tuned(label: str, op: Operator, config: Config, target: Target, threads: int, cache: Path,
+           halide: HalideMethods, methods: dict, calls: dict) -> dict:
     """evokernel's kernels, one per search strategy; returns their search curves."""
     search = {}
     for strategy in STRATEGIES[config.search]:
@@ -177,7 +177,7 @@ def _tuned(op: Operator, config: Config, target: Target, threads: int, cache: Pa
             kernel = _tune(op, config, strategy, target, threads, cache)
         except EvokernelError as error:
             methods[name].update(status="failed", error=str(error))
-            log.warning("%s: %s failed: %s", op.key, name, str(error).splitlines()[0])
+            log.warning("%s: %s failed: %s", label, name, str(error).splitlines()[0])
             continue
         methods[name]["schedule"] = kernel.schedule
         halide.add(name, kernel._object, methods[name], calls)

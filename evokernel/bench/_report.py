@@ -10,11 +10,15 @@ STATUS_TEXT = {"failed": "failed", "wrong": "wrong result", "skipped": "–"}
 
 def markdown(results: dict) -> str:
     """The side-by-side table (median per call and ratio to evokernel per method),
-    then the search-efficiency table when GA and random search both ran."""
+    then the targets and, when GA and random search both ran, the search efficiency."""
+    ops = results["operators"]
+    return "\n".join(_methods_table(results) + _targets_table(ops) + _search_table(ops)) + "\n"
+
+
+def _methods_table(results: dict) -> list[str]:
     ops = results["operators"]
     names = list(dict.fromkeys(name for op in ops for name in op["methods"]))
-    m = results.get("machine", {})
-    c = results.get("config", {})
+    m, c = results.get("machine", {}), results.get("config", {})
     lines = [f"Measured {results.get('date', '')} on {m.get('cpu', '?')} ({m.get('threads', '?')} threads); "
              f"evokernel budget {c.get('budget', '?')} per operator ({c.get('evaluator', '?')} evaluator, "
              f"seed {c.get('seed', '?')}). Medians per call, side by side in one process; in brackets each "
@@ -25,24 +29,33 @@ def markdown(results: dict) -> str:
     for op in ops:
         cells = [_cell(op["methods"].get(name)) for name in names]
         lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} |")
+    return lines
+
+
+def _targets_table(ops: list[dict]) -> list[str]:
     goals = [(op, t) for op in ops for t in op.get("targets", [])]
-    if goals:
-        lines += ["", "Targets (ratio: the other method's time over evokernel's):", "",
-                  "| operator | goal | ratio | needed | met |", "|---|---|---:|---:|---|"]
-        lines += [f"| {op['title']} | {t['goal']} | {t['ratio']:.2f} | ≥ {t['needed']:.2f} | "
-                  f"{'yes' if t['met'] else '**no**'} |" for op, t in goals]
+    if not goals:
+        return []
+    return ["", "Targets (ratio: the other method's time over evokernel's):", "",
+            "| operator | goal | ratio | needed | met |", "|---|---|---:|---:|---|"] + [
+        f"| {op['title']} | {t['goal']} | {t['ratio']:.2f} | ≥ {t['needed']:.2f} | "
+        f"{'yes' if t['met'] else '**no**'} |" for op, t in goals]
+
+
+def _search_table(ops: list[dict]) -> list[str]:
     searched = [op for op in ops if {"ga", "random"} <= set(op.get("search", {}))]
-    if searched:
-        lines += ["", "Search efficiency, same budget: best time found by the GA and by random search, and how "
-                      "many evaluations the GA needed to match random search's final best.", "",
-                  "| operator | GA best | random best | random / GA | GA evaluations | random evaluations "
-                  "| GA evaluations to match random |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for op in searched:
-            ga, rnd = op["search"]["ga"], op["search"]["random"]
-            lines.append(f"| {op['title']} | {_ms(ga['best_ms'])} | {_ms(rnd['best_ms'])} | "
-                         f"{rnd['best_ms'] / ga['best_ms']:.2f}× | {ga['evaluations']} | {rnd['evaluations']} | "
-                         f"{_to_match(ga['history_ms'], rnd['best_ms'])} |")
-    return "\n".join(lines) + "\n"
+    if not searched:
+        return []
+    lines = ["", "Search efficiency, same budget: best time found by the GA and by random search, and how "
+                 "many evaluations the GA needed to match random search's final best.", "",
+             "| operator | GA best | random best | random / GA | GA evaluations | random evaluations "
+             "| GA evaluations to match random |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for op in searched:
+        ga, rnd = op["search"]["ga"], op["search"]["random"]
+        lines.append(f"| {op['title']} | {_ms(ga['best_ms'])} | {_ms(rnd['best_ms'])} | "
+                     f"{rnd['best_ms'] / ga['best_ms']:.2f}× | {ga['evaluations']} | {rnd['evaluations']} | "
+                     f"{_to_match(ga['history_ms'], rnd['best_ms'])} |")
+    return lines
 
 
 def _cell(entry: dict | None) -> str:

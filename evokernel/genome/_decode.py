@@ -11,7 +11,7 @@ import halide as hl
 
 from ..operators._base import Algorithm
 from ._genome import INLINE, ROOT, Genome
-from ._plan import MemoryType, TailStrategy, plan
+from ._plan import OUTERMOST, MemoryType, TailStrategy, plan
 from ._space import ScheduleSpace
 
 
@@ -49,10 +49,7 @@ def apply(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
 
 
 def _apply_intermediate(rec: "_Handle", planned, stage: "_FuncRef") -> None:
-    if planned.at_loop is None:
-        rec.call("compute_root")
-    else:
-        rec.call("compute_at", stage, planned.at_loop)
+    rec.call("compute_at", stage, planned.at_loop)
     for index, definition in enumerate(planned.definitions):
         target = rec if index == 0 else rec.update(index - 1)
         for directive in definition.directives:
@@ -137,6 +134,8 @@ class _Handle:
         if isinstance(arg, (TailStrategy, MemoryType)):
             kind = type(arg).__name__
             return getattr(getattr(hl, kind), arg.name), f"hl.{kind}.{arg.name}"
+        if arg == OUTERMOST:
+            return hl.Var.outermost(), "hl.Var.outermost()"
         if isinstance(arg, str):
             rvar = rvar_context or self.recorder.is_rvar(arg)
             return self.recorder.loop(arg, rvar), _code_name(arg)

@@ -73,14 +73,18 @@ class StagePlan:
         return [l for l in last.loops if l.name not in excluded]
 
 
+OUTERMOST = "__outermost"  # Halide's name of ``Var.outermost()``, outside a Func's every loop
+
+
 @dataclass
 class Intermediate:
     """The partial reduction ``name = stage.update(0).rfactor([(rvar, lanes)])``:
-    computed at the stage's loop ``at_loop`` (root when None), its ``lanes``
-    vectorised, looping over the rest of the reduction inside them."""
+    computed at the stage's loop ``at_loop`` (``OUTERMOST``: once per realization
+    of the stage), its ``lanes`` vectorised, looping over the rest of the
+    reduction inside them."""
 
     name: str
-    at_loop: str | None
+    at_loop: str
     definitions: list[Definition]
 
 
@@ -125,7 +129,9 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
 def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
     """The plan of the intermediate an ``rfactor`` directive of ``update`` made:
     computed at the update's innermost pure loop outside the reduction (neither
-    vectorised nor unrolled), lanes innermost and vectorised."""
+    vectorised nor unrolled; else outside all its loops, never at root: what it
+    reads may be computed inside the stage's consumer), lanes innermost and
+    vectorised."""
     factored = next((d for d in update.directives if d[0] == "rfactor"), None)
     if factored is None:
         return None
@@ -138,7 +144,7 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
         if loop.name not in excluded:
             outside.append(loop.name)
     order = ("reorder", lanes, *stage.rvars, *stage.vars)
-    return Intermediate(name, outside[-1] if outside else None,
+    return Intermediate(name, outside[-1] if outside else OUTERMOST,
                         [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])
 
 

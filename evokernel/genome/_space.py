@@ -19,7 +19,9 @@ _CONSTANT = re.compile(r":\s*(-?\d+)>$")
 @dataclass(frozen=True)
 class StageSpace:
     """One stage: pure variables (Halide order) with extents, reduction variables of
-    its update with extents, and where it may be computed."""
+    its update with extents, and where it may be computed. ``readers`` are the
+    stages other than ``consumer`` that read it too (softmax's ``exps`` feeds both
+    the row sums and the output): it must exist wherever they are computed."""
 
     name: str
     vars: tuple[str, ...]
@@ -29,6 +31,7 @@ class StageSpace:
     consumer: str | None = None
     is_output: bool = False
     optional: bool = False
+    readers: tuple[str, ...] = ()
 
     @property
     def has_update(self) -> bool:
@@ -67,7 +70,8 @@ class ScheduleSpace:
                 vars=tuple(a.name() for a in stage.func.args()),
                 extents=tuple(int(e) for e in stage.extents),
                 rvars=rvars, rextents=rextents, consumer=consumer,
-                is_output=is_output, optional=stage.optional))
+                is_output=is_output, optional=stage.optional,
+                readers=tuple(r for r in _readers(stage, algorithm.stages) if r != consumer)))
         return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)), bool(gpu))
 
     @classmethod
@@ -82,6 +86,19 @@ class ScheduleSpace:
 
     def index(self, name: str) -> int:
         return next(i for i, s in enumerate(self.stages) if s.name == name)
+
+
+def _readers(producer, stages) -> list[str]:
+    """Names of the stages whose definitions call ``producer``'s Func."""
+    call = re.compile(r"(?<![\w$])" + re.escape(producer.func.name()) + r"\(")
+    return [s.name for s in stages if s is not producer and any(call.search(text) for text in _definitions(s.func))]
+
+
+def _definitions(func: hl.Func) -> list[str]:
+    texts = [repr(v) for v in func.values()]
+    for i in range(func.num_update_definitions()):
+        texts += [repr(v) for v in (*func.update_values(i), *func.update_args(i))]
+    return texts
 
 
 def _reduction(rdom: hl.RDom | None) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -74,8 +74,8 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
 
 
 def random_genome(space: ScheduleSpace, rng: random.Random) -> Genome:
-    """A random genome for ``space``."""
-    return Genome(tuple(random_stage_gene(space, s, rng) for s in space.stages))
+    """A random genome for ``space`` (repaired)."""
+    return repair(space, Genome(tuple(random_stage_gene(space, s, rng) for s in space.stages)))
 
 
 # -- repair -------------------------------------------------------------------------
@@ -117,7 +117,25 @@ def repair(space: ScheduleSpace, genome: Genome) -> Genome:
     """A genome of the right shape for ``space`` whose genes are all in range."""
     genes = list(genome.stages[: len(space.stages)])
     genes += [StageGene()] * (len(space.stages) - len(genes))
-    return Genome(tuple(repair_stage(space, s, g) for s, g in zip(space.stages, genes)))
+    genes = [repair_stage(space, s, g) for s, g in zip(space.stages, genes)]
+    for i, stage in enumerate(space.stages):
+        if stage.readers and genes[i].location > ROOT:
+            genes[i] = replace(genes[i], location=_shared_location(space, stage, genes))
+    return Genome(tuple(genes))
+
+
+def _shared_location(space: ScheduleSpace, stage: StageSpace, genes: list[StageGene]) -> int:
+    """Where a stage that other stages read besides its consumer may be computed:
+    no deeper in its consumer's loops than any of them (each must find it
+    computed), or at root if one of them is computed elsewhere."""
+    location = genes[space.index(stage.name)].location
+    for name in stage.readers:
+        reader, gene = space.stage(name), genes[space.index(name)]
+        if reader.consumer != stage.consumer or gene.location == ROOT:
+            return ROOT
+        if gene.location != INLINE:  # an inlined reader reads it inside the consumer: anywhere will do
+            location = min(location, gene.location)
+    return location
 
 
 def _power_of_two_at_most(n: int) -> int:
@@ -185,7 +203,7 @@ def mutate(space: ScheduleSpace, genome: Genome, rng: random.Random, changes: in
     for _ in range(changes or rng.choice([1, 1, 2, 3])):
         i = rng.randrange(len(genes))
         genes[i] = mutate_stage(space, space.stages[i], genes[i], rng)
-    return Genome(tuple(genes))
+    return repair(space, Genome(tuple(genes)))
 
 
 def crossover(space: ScheduleSpace, a: Genome, b: Genome, rng: random.Random) -> tuple[Genome, Genome]:

@@ -243,15 +243,15 @@ def unscheduled(space: ScheduleSpace) -> Genome:
 
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names):
-    a flat vectorised/parallel schedule, the same with long reductions factored
-    into vector lanes (``rfactor``), and for each reduction feeding the output,
-    register tiles of the output (vector lanes along dim 0 times 4 or 8 along another
-    dim) with the reduction computed per tile and its loops outermost."""
+    a flat vectorised/parallel schedule; the same with long reductions factored
+    into vector lanes (``rfactor``); that with every stage computed inside the
+    output's outermost loop (a row at a time, in cache); and for each reduction
+    feeding the output, register tiles of the output (vector lanes along dim 0
+    times 4 or 8 along another dim) with the reduction computed per tile and its
+    loops outermost."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
-    found = [flat]
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
-    if repair(space, factored) != repair(space, flat):
-        found.append(factored)
+    found = [flat, factored, _fused(space, factored)]
     out_index = len(space.stages) - 1
     output = space.stages[out_index]
     for r_index, reduction in enumerate(space.stages):
@@ -261,7 +261,20 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             for tile in (4, 8):
                 for lanes_mult in (1, 2):
                     found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
-    return [repair(space, g) for g in found]
+    return list({g.key: g for g in (repair(space, g) for g in found)}.values())
+
+
+def _fused(space: ScheduleSpace, genome: Genome) -> Genome:
+    """``genome`` with every stage but the optional copies computed at its
+    consumer's outermost loop, and only the output's outermost loop parallel."""
+    genes = []
+    for stage, gene in zip(space.stages, genome.stages):
+        if stage.is_output:
+            gene = replace(gene, parallel=1)
+        elif not stage.optional:
+            gene = replace(gene, location=1, parallel=0)
+        genes.append(gene)
+    return Genome(tuple(genes))
 
 
 def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: int,

@@ -67,9 +67,11 @@ def compile_isolated(operator, name: str | None, target: str, parallelism: int, 
 
 
 def _failure(rc: int, stderr: str) -> str:
+    """How the child ended, with its stderr from the last line that names an error."""
     how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return f"{how}: {' / '.join(lines[-3:])[-300:]}" if lines else how
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    named = [i for i, line in enumerate(lines) if "error" in line.lower()]
+    return f"{how}: {' / '.join(lines[named[-1] if named else -1:])[:400]}" if lines else how
 
 
 def _child(request: dict) -> str:

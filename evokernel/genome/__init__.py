@@ -2,12 +2,12 @@
 
 from ._decode import apply, schedule_code
 from ._genome import INLINE, ROOT, Genome, StageGene
-from ._plan import plan
+from ._plan import SCHEDULE_ENCODING, plan
 from ._space import ScheduleSpace, StageSpace
 from ._variation import crossover, factors, mutate, random_genome, repair, templates, unscheduled
 
 __all__ = [
     "Genome", "StageGene", "INLINE", "ROOT", "ScheduleSpace", "StageSpace", "apply", "schedule_code",
     "plan", "crossover", "factors", "mutate", "random_genome", "repair", "templates",
-    "unscheduled",
+    "unscheduled", "SCHEDULE_ENCODING",
 ]

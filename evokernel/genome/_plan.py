@@ -14,9 +14,14 @@ For a GPU target (``space.gpu``) the same genes are read as GPU mappings: see ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ._genome import INLINE, ROOT, Genome, StageGene
+
+#: Bumped whenever a genome decodes to another schedule than before: timings
+#: recorded under another encoding are not trusted for resuming a search.
+SCHEDULE_ENCODING = 2
 from ._space import ScheduleSpace, StageSpace
 
 
@@ -116,7 +121,9 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
         else:
             at = min(gene.location, len(consumer.loops)) - 1
             location, at_loop = at + 1, consumer.loops[at].name
-            extents = _region(stage, consumer.loops[at + 1:])
+            every = consumer.definitions[-1].loops  # with the vector and unrolled loops
+            split = next(i for i, l in enumerate(every) if l.name == at_loop) + 1
+            extents = _region(stage, every[split:], every[:split])
     parallel = gene.parallel if location == ROOT else 0
     result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel)])
     if stage.has_update:
@@ -148,16 +155,20 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
                         [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])
 
 
-def _region(stage: StageSpace, inner_loops: list[Loop]) -> tuple[int, ...]:
+def _region(stage: StageSpace, inner_loops: list[Loop], outer_loops: list[Loop] = ()) -> tuple[int, ...]:
     """Estimated extents of a stage computed inside ``inner_loops`` of its consumer:
-    a variable named like a consumer variable spans the loops of that variable."""
+    a variable named like a consumer variable spans the loops of that variable
+    inside, or one point if the consumer only loops over it outside (a row's
+    statistics computed per row); other variables span their full extent."""
     out = []
     for var, full in zip(stage.vars, stage.extents):
         mine = [l.extent for l in inner_loops if not l.rvar and _base(l.name) == var]
-        extent = 1
-        for e in mine:
-            extent *= e
-        out.append(min(full, extent) if mine else full)
+        if mine:
+            out.append(min(full, math.prod(mine)))
+        elif any(not l.rvar and _base(l.name) == var for l in outer_loops):
+            out.append(1)
+        else:
+            out.append(full)
     return tuple(out)
 
 

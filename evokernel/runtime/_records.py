@@ -3,8 +3,10 @@
 One row per evaluation, written (and committed) as it completes, so a tuning run
 killed at any moment loses at most the candidate in flight. Several processes may
 write at once: SQLite serialises writers and the busy timeout waits for the lock.
-A row carries the machine fingerprint and the Halide version: rows from elsewhere
-are kept, but only rows of this machine and version are trusted for timing.
+A row carries the machine fingerprint, the Halide version and evokernel's version
+with its schedule encoding: rows from elsewhere are kept, but only rows of this
+machine and these versions are trusted for timing (the same genome decodes to
+another schedule when the encoding changes).
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ def machine_fingerprint() -> str:
 
 @lru_cache(maxsize=1)
 def versions() -> tuple[str, str]:
-    """(Halide version, evokernel version)."""
+    """(Halide version, evokernel version with its schedule encoding's)."""
     from .. import __version__
+    from ..genome import SCHEDULE_ENCODING
 
-    return metadata.version("halide"), __version__
+    return metadata.version("halide"), f"{__version__}+schedules.{SCHEDULE_ENCODING}"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,8 @@ class Record:
 
     @property
     def trusted(self) -> bool:
-        """Measured on this machine with this Halide version."""
-        return self.machine == machine_fingerprint() and self.halide_version == versions()[0]
+        """Measured on this machine, with these versions of Halide and evokernel."""
+        return self.machine == machine_fingerprint() and (self.halide_version, self.evokernel_version) == versions()
 
     def row(self) -> dict:
         """A flat dict, ready for ``pandas.DataFrame(rows)``."""
@@ -147,8 +150,8 @@ class Records:
         if target is not None:
             query, args = query + " AND target = ?", args + [target]
         if trusted_only:
-            query += " AND machine = ? AND halide_version = ?"
-            args += [machine_fingerprint(), versions()[0]]
+            query += " AND machine = ? AND halide_version = ? AND evokernel_version = ?"
+            args += [machine_fingerprint(), *versions()]
         cursor = self._db.execute(query + " ORDER BY id", args)
         names = [d[0] for d in cursor.description]
         for values in cursor:

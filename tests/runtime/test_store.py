@@ -118,11 +118,15 @@ def test_tuned_operator_returns_at_once_in_a_fresh_process(cache):
     assert sorted(p.name for p in (cache / "native").iterdir()) == native, "nothing compiled or linked"
 
 
-def test_records_of_another_machine_are_kept_but_not_trusted(cache):
+@pytest.mark.parametrize("column, value", [("machine", "another-machine"),
+                                           ("evokernel_version", "0.1.0+schedules.1")])
+def test_records_of_another_machine_or_schedule_encoding_are_kept_but_not_trusted(cache, column, value):
+    """Timings of another machine, or of genomes that decoded to other schedules
+    under an older encoding, are never reused."""
     op = ek.operators.relu((4, 33))
     ek.tune(op, budget=3, seed=0, cache_dir=cache)
     db = sqlite3.connect(cache / "records.sqlite3")
-    db.execute("UPDATE evaluations SET machine = 'another-machine'")
+    db.execute(f"UPDATE evaluations SET {column} = ?", (value,))
     db.commit()
     db.close()
     ek.tune(op, budget=4, seed=0, cache_dir=cache)  # nothing trusted to resume from

@@ -41,6 +41,7 @@ class HalideMethods:
         self.once: dict[str, Timing] = {}
 
     def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
+        """Link and check one method; record its fate in ``entry``, or bind it into ``calls``."""
         try:
             library = _native.link_kernel(object_bytes, self.runtime_path, self.dir)
         except EvokernelError as error:

@@ -5,7 +5,8 @@ pipeline) aborts the whole process, so every (operator, autoscheduler) pair is
 scheduled and compiled in a fresh child: ``python -m evokernel.bench._autoschedule``.
 The child compiles an object without the Halide runtime, exactly as evokernel's
 builder does, so the parent links and times it like an evokernel kernel.
-``name=None`` compiles the unscheduled pipeline the same way.
+``name=None`` compiles the unscheduled pipeline the same way (``tune``'s baseline:
+Halide's default schedule with reductions computed once at root).
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ def _child(request: dict) -> str:
     operator = from_dict(request["operator"])
     algorithm = operator.algorithm()
     target = hl.Target(request["target"])
-    schedule = "# unscheduled"
-    if request["name"] is not None:
+    if request["name"] is None:  # tune()'s baseline: Halide's default, reductions once at root
+        from ..genome import ScheduleSpace, apply, unscheduled
+
+        space = ScheduleSpace.from_algorithm(algorithm, 1, 1)
+        schedule = apply(unscheduled(space), algorithm, space)
+    else:
         for param, spec in zip(algorithm.inputs, operator.inputs):
             param.set_estimates([hl.Range(0, extent) for extent in reversed(spec.shape)])
         algorithm.output.func.set_estimates([hl.Range(0, extent) for extent in reversed(operator.output.shape)])

@@ -21,7 +21,7 @@ from ._genome import INLINE, ROOT, Genome, StageGene
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 2
+SCHEDULE_ENCODING = 3
 from ._space import ScheduleSpace, StageSpace
 
 

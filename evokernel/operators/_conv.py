@@ -101,7 +101,8 @@ class Conv2d(Operator):
         image, weight = params[:2]
         t = halide_type(self.dtype)
         x, y, c, n = hl.Var("x"), hl.Var("y"), hl.Var("c"), hl.Var("n")
-        kx, ky, ci = hl.Var("kx"), hl.Var("ky"), hl.Var("ci")
+        # not "ci": Adams2019 names the inner loop of a split of c "ci", and fails on a clash
+        kx, ky, ci = hl.Var("kx"), hl.Var("ky"), hl.Var("cin")
         (kh, kw), (sy, sx), (dy, dx) = self.kernel, self.stride, self.dilation
         cpg, out_h, out_w = self.channels_per_group, *self.out_hw
         r = hl.RDom([hl.Range(0, kw), hl.Range(0, kh), hl.Range(0, cpg)], "r")

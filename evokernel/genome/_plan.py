@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass, field
 
 from ._genome import INLINE, ROOT, Genome, StageGene
+from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
 SCHEDULE_ENCODING = 3
-from ._space import ScheduleSpace, StageSpace
 
 
 @dataclass(frozen=True)

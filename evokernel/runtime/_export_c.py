@@ -255,9 +255,9 @@ def _tool(name: str) -> str:
 
 
 def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise ExportError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+    from ._native import run_tool
+
+    run_tool(cmd, ExportError)
 
 
 @cache

@@ -74,10 +74,11 @@ def compiler() -> str:
     return cc
 
 
-def _run(cmd: list[str]) -> None:
+def run_tool(cmd: list[str], error: type[Exception] = BuildError) -> None:
+    """Run a compiler or binutils command; its failure raises ``error`` with the tool's stderr."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise BuildError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+        raise error(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
 
 
 def runtime_library(target: str, directory: Path) -> Path:
@@ -94,7 +95,7 @@ def runtime_library(target: str, directory: Path) -> Path:
             runtime_obj, shim_src, lib = Path(tmp, "runtime.o"), Path(tmp, "shim.c"), Path(tmp, path.name)
             hl.compile_standalone_runtime(str(runtime_obj), hl.Target(target))
             shim_src.write_text(_shim_source())
-            _run([compiler(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib), str(shim_src),
+            run_tool([compiler(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib), str(shim_src),
                   str(runtime_obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
             os.replace(lib, path)
     return path
@@ -127,7 +128,7 @@ def link_kernel(object_bytes: bytes, runtime: Path, directory: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         obj, lib = Path(tmp, "kernel.o"), Path(tmp, "kernel.so")
         obj.write_bytes(object_bytes)
-        _run([compiler(), "-shared", "-o", str(lib), str(obj), f"-L{runtime.parent}", f"-l:{runtime.name}",
+        run_tool([compiler(), "-shared", "-o", str(lib), str(obj), f"-L{runtime.parent}", f"-l:{runtime.name}",
               "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{runtime.parent}"])
         os.replace(lib, path)
     return path

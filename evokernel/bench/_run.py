@@ -231,7 +231,8 @@ def _check_all(label: str, op: Operator, reference: np.ndarray, methods: dict, c
 def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str]) -> list[dict]:
     """The issue's goals for this operator, from the side-by-side ratios: evokernel
     at least as fast as the best autoscheduler; within ``library_slack`` of the
-    faster library; the GA's kernel ``search_gain`` times faster than random search's.
+    faster library; faster than PyTorch (``beat_torch``); the GA's kernel
+    ``search_gain`` times faster than random search's.
     Methods that failed are left out, and so is a goal none of whose methods ran."""
     def best_ratio(names):
         ratios = [methods[n]["ratio_to_evokernel"] for n in names if "ratio_to_evokernel" in methods.get(n, {})]
@@ -241,6 +242,8 @@ def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str])
     if case.library_slack:
         goals.append((f"within {case.library_slack:g}x of the faster library",
                       best_ratio(["numpy", "torch"]), 1 / case.library_slack))
+    if case.beat_torch:
+        goals.append(("faster than PyTorch", best_ratio(["torch"]), 1.0))
     if case.search_gain:
         goals.append((f"GA {case.search_gain:g}x faster than random search", best_ratio([EVOKERNEL["random"]]),
                       case.search_gain))

@@ -10,7 +10,7 @@ True
 
 from . import errors, evaluators, operators
 from ._progress import TuningProgress
-from .errors import (BudgetError, CacheError, EvokernelError, KernelCallError, NotTunedError,
+from .errors import (BudgetError, CacheError, EvokernelError, ExportError, KernelCallError, NotTunedError,
                      OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
                      UnsupportedDtypeError)
 from .evaluators import Outcome, Result
@@ -18,7 +18,7 @@ from .genome import Genome
 from .runtime import Kernel
 from .runtime._catalog import CachedKernel, cached_kernels
 from .runtime._cross import CompiledObject, compile_for
-from .runtime._export_c import CLibrary, ExportError, export_c
+from .runtime._export_c import CLibrary, export_c
 from .runtime._export_tengine import export_tengine_plugin
 from .runtime._records import records
 from .runtime._store import load, load_kernel

@@ -49,5 +49,10 @@ class CacheError(EvokernelError, RuntimeError):
     """The cache directory or a cached file cannot be trusted or used."""
 
 
+class ExportError(EvokernelError, ValueError):
+    """Kernels cannot be exported as asked (no kernels, mixed targets, a bad name,
+    an unwritable directory, an operator the export format cannot express...)."""
+
+
 class NotTunedError(EvokernelError, LookupError):
     """``ek.load`` found no cached kernel for this operator, target and machine."""

@@ -31,7 +31,7 @@ from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..errors import EvokernelError
+from ..errors import ExportError
 from ._kernel import Kernel
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -41,11 +41,6 @@ if inline int long register restrict return short signed sizeof static struct sw
 volatile while _Bool _Complex _Imaginary _Alignas _Alignof _Atomic _Generic _Noreturn _Static_assert
 _Thread_local bool true false""".split())
 _C_TYPES = {"float32": ("float", 32), "float64": ("double", 64)}
-
-
-class ExportError(EvokernelError, ValueError):
-    """Kernels cannot be exported as asked (no kernels, mixed targets, a bad name,
-    an unwritable directory, an operator the export format cannot express...)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import datetime
 import logging
-import socket
 import sys
 from pathlib import Path
 
@@ -88,26 +87,10 @@ def budget_arg(text: str):
 def _evaluator(args):
     if args.cluster:
         from .evaluators import RayEvaluator
+        from .evaluators._ray import reachable
 
-        return RayEvaluator(address=reachable(args.cluster))
+        return RayEvaluator(address=reachable(args.cluster, what="--cluster"))
     return args.evaluator
-
-
-def reachable(address: str, timeout: float = 5.0) -> str:
-    """``address`` if a Ray head answers there (Ray itself would retry for minutes).
-
-    >>> reachable("head")
-    Traceback (most recent call last):
-    evokernel.errors.EvokernelError: --cluster takes HOST:PORT (the Ray head's address), got 'head'
-    """
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise EvokernelError(f"--cluster takes HOST:PORT (the Ray head's address), got {address!r}")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as error:
-        raise EvokernelError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from None
-    return address
 
 
 # -- commands --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import atexit
 import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -72,11 +73,31 @@ def runner_resource_for(target: Target, offered: dict) -> str | None:
 _STARTED_HERE = False
 
 
+def reachable(address: str, timeout: float = 5.0, what: str = "a Ray cluster address") -> str:
+    """``address`` if a Ray head answers there; else an ``EvokernelError`` at once
+    (``ray.init`` would retry a dead address for minutes).
+
+    >>> reachable("head", what="--cluster")
+    Traceback (most recent call last):
+    evokernel.errors.EvokernelError: --cluster takes HOST:PORT (the Ray head's address), got 'head'
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise EvokernelError(f"{what} takes HOST:PORT (the Ray head's address), got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise EvokernelError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from None
+    return address
+
+
 def ensure_ray(address: str | None = None):
     """Connect to ``address`` (or ``$RAY_ADDRESS``), or start the local instance
     once; returns the ``ray`` module."""
     global _STARTED_HERE
     address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "auto":
+        reachable(address)
     if not address:
         # On Linux, Ray binds to the machine's network address unless this is set
         # before Ray is imported: keep the embedded instance on loopback.

@@ -263,3 +263,13 @@ def test_a_node_runner_serves_every_target_its_cpu_runs():
     assert runner_resource_for(ek.Target.parse("x86-64-linux-avx2"), {**offered, avx2_res: 1.0}) == avx2_res
     assert runner_resource_for(ek.Target.parse("arm-64-linux"), offered) is None
     assert runner_resource_for(host, {"CPU": 2.0}) is None
+
+
+def test_an_unreachable_cluster_address_fails_at_once_naming_it():
+    """ray.init would retry a dead address for minutes; evokernel says so at once."""
+    start = time.monotonic()
+    with pytest.raises(ek.EvokernelError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        ek.tune(ek.operators.relu(8), budget=2, retune=True, evaluator=RayEvaluator(address="127.0.0.1:1"))
+    assert time.monotonic() - start < 30
+    with pytest.raises(ek.EvokernelError, match="HOST:PORT"):
+        ek.tune(ek.operators.relu(8), budget=2, retune=True, evaluator=RayEvaluator(address="nowhere"))

@@ -156,6 +156,9 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
     return lib
 
 
+_GPU_APIS = ("cuda", "opencl", "metal", "vulkan", "d3d12compute", "webgpu")
+
+
 class NativeKernel:
     """A loaded kernel library: call it on NumPy arrays, or time it in C.
 
@@ -166,7 +169,12 @@ class NativeKernel:
     def __init__(self, library: Path, function: str, runtime: ctypes.CDLL,
                  shapes: Sequence[Sequence[int]], dtypes: Sequence[str]):
         self._lib = ctypes.CDLL(str(library), mode=os.RTLD_LOCAL)
-        self._fn = ctypes.cast(getattr(self._lib, f"{function}_argv"), ctypes.c_void_p)
+        self._entry = getattr(self._lib, f"{function}_argv")
+        self._fn = ctypes.cast(self._entry, ctypes.c_void_p)
+        # Only a runtime with a GPU device interface needs the shim's copy-back and
+        # device release after a call; CPU calls go straight in (ReLU on 256 floats:
+        # 4.11 -> 3.83 us a call, 5.08 -> 4.46 us with out=).
+        self._device = any(hasattr(self._lib, f"halide_{api}_device_interface") for api in _GPU_APIS)
         self._runtime = runtime
         self._buffers = [describe_buffer(s, d) for s, d in zip(shapes, dtypes)]
         self._argv = (ctypes.c_void_p * len(self._buffers))(*[ctypes.addressof(b) for b in self._buffers])
@@ -188,7 +196,10 @@ class NativeKernel:
         the kept message is always this call's: no need to clear it first."""
         with self._lock:
             self._bind(arrays)
-            rc = self._runtime.evokernel_call(self._fn, self._argv, len(self._buffers))
+            if self._device:
+                rc = self._runtime.evokernel_call(self._fn, self._argv, len(self._buffers))
+            else:
+                rc = self._entry(self._argv)
         self._check(rc)
 
     def time(self, arrays: Sequence[np.ndarray], calls: int) -> np.ndarray:

@@ -79,11 +79,6 @@ def _scalar(text: str):
     return text
 
 
-def budget_arg(text: str):
-    """``"60s"``, ``"2m"``, ``"100 evals"``, or a plain integer: that many evaluations."""
-    return int(text) if text.strip().isdigit() else text
-
-
 def _evaluator(args):
     if args.cluster:
         from .evaluators import RayEvaluator
@@ -96,7 +91,7 @@ def _evaluator(args):
 # -- commands --------------------------------------------------------------------------
 
 def _tune(args, op) -> int:
-    kernel = tune(op, target=args.target, budget=budget_arg(args.budget), seed=args.seed, retune=args.retune,
+    kernel = tune(op, target=args.target, budget=args.budget, seed=args.seed, retune=args.retune,
                   evaluator=_evaluator(args), progress=False if args.quiet else None)
     arrays = op.random_inputs(np.random.default_rng(1))
     rtol, atol = op.tolerance

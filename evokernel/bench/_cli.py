@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        budget = int(args.budget) if args.budget.isdigit() else args.budget
-        config = Config(budget=budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
+        config = Config(budget=args.budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
         if args.no_torch:
             config = replace(config, baselines={k: v for k, v in config.baselines.items() if k != "torch"})
         results = run(select(args.only), config, on_case=lambda partial: write(partial, args.out))

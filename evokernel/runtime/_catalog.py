@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CacheError
-from ..operators import Operator, from_dict
+from ..operators import Operator
 from ..target import Target
 from . import _paths
 from ._cache import Entry, KernelCache
@@ -42,12 +42,9 @@ class CachedKernel:
     def load(self, threads: int | None = None) -> Kernel:
         """The callable ``Kernel`` (a damaged artifact is rebuilt from its genome
         where the operator can be rebuilt from its arguments)."""
-        from ._store import from_entry
+        from ._store import from_entry, stored_operator
 
-        try:
-            operator = from_dict(self.entry.meta["operator_args"])
-        except (ValueError, TypeError, KeyError):
-            operator = None  # a custom operator: its signature is enough to call it
+        operator = stored_operator(self.entry.meta)
         if operator is None and self.entry.verified_object() is None:
             raise CacheError(f"the cached artifact of {self.operator} is damaged and its operator cannot be "
                              "rebuilt here: tune it again")

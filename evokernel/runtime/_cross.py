@@ -57,7 +57,7 @@ def compile_for(source, target: "str | Target", path, genome: Genome | None = No
     target = Target.parse(target)
     operator, genome = _source(source, genome)
     space = ScheduleSpace.of(operator, target, default_threads())
-    genome = repair(space, genome) if genome is not None else _default_genome(operator, space)
+    genome = repair(space, genome) if genome is not None else templates(space)[0]
     if not isinstance(function, str) or not function.isidentifier():
         raise BuildError(f"function must be a C identifier, got {function!r}")
     path = Path(path)
@@ -94,7 +94,3 @@ def _tuned_genome(operator: Operator) -> Genome | None:
 
     entry = _store.cached_entry(_paths.cache_dir(), operator, Target.parse("host"))
     return Genome.from_dict(entry.meta["genome"]) if entry is not None else None
-
-
-def _default_genome(operator: Operator, space: ScheduleSpace) -> Genome:
-    return templates(space)[0]

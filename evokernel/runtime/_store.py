@@ -62,6 +62,15 @@ def from_entry(root: Path, operator: Operator, entry: Entry, threads: int | None
                   FUNCTION)
 
 
+def stored_operator(meta: dict) -> Operator | None:
+    """The built-in operator a kernel's metadata names, rebuilt; None for a custom
+    operator (its code is not stored: the signature is enough to call it)."""
+    try:
+        return from_dict(meta["operator_args"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def load(operator: Operator, target="host", cache_dir=None) -> Kernel:
     """The cached kernel of ``operator`` on ``target`` for this machine.
 
@@ -98,10 +107,7 @@ def load_kernel(path, cache_dir=None, threads: int | None = None) -> Kernel:
     runtime = _native.runtime_library(target.string, _paths.native_dir(root))
     library = _native.link_kernel(object_bytes, runtime, _paths.native_dir(root))
     try:
-        operator = from_dict(meta["operator_args"])
-    except (ValueError, TypeError, KeyError):
-        operator = None  # a custom operator: its signature is enough to call it
-    try:
-        return Kernel(meta, library, runtime, threads or default_threads(), object_bytes, operator, FUNCTION)
+        return Kernel(meta, library, runtime, threads or default_threads(), object_bytes, stored_operator(meta),
+                      FUNCTION)
     except (KeyError, TypeError, ValueError) as error:
         raise CacheError(f"bundle {path} has unusable metadata: {error}") from error

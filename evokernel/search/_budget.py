@@ -11,7 +11,7 @@ from ..errors import BudgetError
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)\s*$")
-_EVALS = re.compile(r"^\s*(\d+)\s*(evals?|evaluations?)\s*$")
+_EVALS = re.compile(r"^\s*(\d+)\s*(evals?|evaluations?)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,12 @@ class Budget:
 
     @classmethod
     def parse(cls, budget: "str | int | float | Budget") -> "Budget":
-        """``"60s"``, ``"2m"``, ``"1h"`` (time), ``100`` or ``"100 evals"``
-        (evaluations), a float (seconds) or a ``Budget``."""
+        """``"60s"``, ``"2m"``, ``"1h"`` (time), ``100``, ``"100"`` or ``"100 evals"``
+        (evaluations), a float (seconds) or a ``Budget``.
+
+        >>> Budget.parse("100") == Budget.parse(100) == Budget.parse("100 evals")
+        True
+        """
         if isinstance(budget, Budget):
             return budget
         if isinstance(budget, bool):

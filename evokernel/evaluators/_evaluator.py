@@ -34,15 +34,13 @@ from ._runner import Measurement, Protocol, Runner, Task, run_one
 @dataclass
 class Settings:
     """Measurement settings. The run timeout follows the best time found so far:
-    ``max(min_run_timeout, slow_factor * 10 * best)``; a candidate whose check call is
-    ``slow_factor`` times slower than the best is timed once and no more (it will
-    not win, and a precise time of a slow kernel costs the search dearly). On a GPU
+    ``max(min_run_timeout, 10 * protocol.slow_factor * best)``; the protocol times
+    candidates much slower than the best only roughly (it says how). On a GPU
     target a kernel's first call also compiles it in the driver (OpenCL C, PTX):
     that call is made untimed first, and ``jit_allowance`` seconds are added to
     every run timeout for it."""
 
     protocol: Protocol = field(default_factory=Protocol)
-    slow_factor: float = 5.0
     min_run_timeout: float = 1.0
     first_run_timeout: float = 120.0
     jit_allowance: float = 10.0
@@ -86,11 +84,15 @@ class Evaluator(abc.ABC):
 
     Subclasses provide two steps: ``build_batch`` (genomes to artifacts, in parallel
     where they can) and ``measure`` (check and time one artifact, alone on its
-    device). ``evaluate`` alternates them chunk by chunk, ``parallelism`` builds at
-    a time, so no build runs while a kernel is being timed.
+    device). ``evaluate`` alternates them batch by batch (``parallelism`` builds at
+    a time, ``batch_per_slot`` each), so no build runs while a kernel is timed.
     """
 
     parallelism: int = 1
+    #: Builds per build slot in one batch: builds differ in length, and a longer
+    #: batch keeps every slot busy to its end (at the price of noticing a passed
+    #: deadline one batch later).
+    batch_per_slot: int = 1
     #: Artifacts of the fastest candidates kept in memory (for retiming and the
     #: winner); any other is rebuilt on request, so a long search stays small.
     keep: int = 3
@@ -115,16 +117,16 @@ class Evaluator(abc.ABC):
         is a ``Result`` (compile_error or compile_timeout)."""
 
     @abc.abstractmethod
-    def measure(self, artifact: Artifact, cutoff: float | None, timeout: float,
+    def measure(self, artifact: Artifact, best: float | None, timeout: float,
                 protocol: Protocol) -> Measurement:
-        """Check and time one built kernel."""
+        """Check and time one built kernel against the ``best`` time so far."""
 
     def evaluate(self, genomes: Iterable[Genome], deadline: float | None = None,
                  on_result: Callable[[Genome, Result], None] | None = None) -> list[Result]:
         """Evaluate genomes in order, stopping early once ``deadline`` (a
         ``time.monotonic()`` value) has passed; ``on_result`` sees each result as
         soon as it exists (the records write it there)."""
-        genomes, results, step = list(genomes), [], max(1, self.parallelism)
+        genomes, results, step = list(genomes), [], max(1, self.parallelism * self.batch_per_slot)
         for start in range(0, len(genomes), step):
             chunk = genomes[start:start + step]
             for genome, built in zip(chunk, self.build_batch(chunk)):
@@ -143,13 +145,13 @@ class Evaluator(abc.ABC):
         if isinstance(built, Result):
             return built
         settings = self.context.settings
+        protocol = protocol or settings.protocol
         if self.best is None:
-            cutoff, timeout = None, settings.first_run_timeout
+            timeout = settings.first_run_timeout
         else:
-            cutoff = settings.slow_factor * self.best
-            timeout = max(settings.min_run_timeout, 10 * cutoff)
+            timeout = max(settings.min_run_timeout, 10 * protocol.slow_factor * self.best)
         key = genome_key(genome)
-        measured = self.measure(built, cutoff, self.context.run_timeout(timeout), protocol or settings.protocol)
+        measured = self.measure(built, self.best, self.context.run_timeout(timeout), protocol)
         result = _result(key, measured, built.seconds)
         if result.ok and genome is not None:
             self._remember(key, result.time, built)
@@ -225,15 +227,15 @@ class _BuildsHere(Evaluator):
     def build_batch(self, genomes):
         return [build_here(self.context, g) for g in genomes]
 
-    def measure(self, artifact, cutoff, timeout, protocol):
+    def measure(self, artifact, best, timeout, protocol):
         try:
             library = self.context.link(artifact)
         except EvokernelError as error:
             return Measurement(Outcome.COMPILE_ERROR, message=str(error))
-        return self.run(library, cutoff, timeout, protocol)
+        return self.run(library, best, timeout, protocol)
 
     @abc.abstractmethod
-    def run(self, library: Path, cutoff: float | None, timeout: float, protocol: Protocol) -> Measurement:
+    def run(self, library: Path, best: float | None, timeout: float, protocol: Protocol) -> Measurement:
         """Check and time a linked kernel library."""
 
 
@@ -249,8 +251,8 @@ class LocalEvaluator(_BuildsHere):
         super().prepare(context)
         self._runner = Runner(context.task())
 
-    def run(self, library, cutoff, timeout, protocol):
-        return self._runner.measure(library, FUNCTION, protocol, cutoff, timeout)
+    def run(self, library, best, timeout, protocol):
+        return self._runner.measure(library, FUNCTION, protocol, best, timeout)
 
     def close(self) -> None:
         if self._runner is not None:
@@ -266,9 +268,9 @@ class InlineEvaluator(_BuildsHere):
         self._task = context.task()
         self._runtime = _native.load_runtime(context.runtime, context.threads)
 
-    def run(self, library, cutoff, timeout, protocol):
+    def run(self, library, best, timeout, protocol):
         kernel = _native.NativeKernel(library, FUNCTION, self._runtime, self._task.shapes, self._task.dtypes)
-        return run_one(kernel, self._task, protocol, cutoff)
+        return run_one(kernel, self._task, protocol, best)
 
 
 def no_runner(target: Target, where: str) -> TargetError:

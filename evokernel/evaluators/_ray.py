@@ -7,8 +7,8 @@
 - Timing happens on a runner actor that needs the target's runner resource
   (``runner_resources(target)``): only nodes that offer it time candidates. The
   actor checks and times kernels in its own killable worker process (see
-  ``_runner``). Builds and timings alternate batch by batch, so nothing is built
-  while a kernel is timed.
+  ``_runner``). Builds and timings alternate batch by batch (four builds per CPU
+  a batch), so nothing is built while a kernel is timed.
 - Without an address (nor ``RAY_ADDRESS``), the first use starts a local Ray on
   loopback, sized to this machine, quiet and without dashboard, offering the host's
   runner resource; it is reused and shut down at exit.
@@ -102,6 +102,10 @@ def ensure_ray(address: str | None = None):
         # On Linux, Ray binds to the machine's network address unless this is set
         # before Ray is imported: keep the embedded instance on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray runs its workers at nice 15, below everything else on the machine; on
+        # the embedded instance they do the tuning itself (builds ~17% slower, and
+        # timings open to any background process, at 15).
+        os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if ray.is_initialized():
@@ -180,7 +184,7 @@ class _RunnerActor:
         task.runtime, task.threads = str(self.runtime), threads
         self.runner = Runner(task)
 
-    def measure(self, artifact: Artifact, protocol: Protocol, cutoff, timeout: float) -> tuple:
+    def measure(self, artifact: Artifact, protocol: Protocol, best, timeout: float) -> tuple:
         from ..runtime import _native
 
         try:
@@ -190,7 +194,7 @@ class _RunnerActor:
                 library = _native.link_kernel(artifact.object_bytes, self.runtime, self.native_dir)
         except EvokernelError as error:
             return Measurement(Outcome.COMPILE_ERROR, message=str(error)), _node_id()
-        return self.runner.measure(library, FUNCTION, protocol, cutoff, timeout), _node_id()
+        return self.runner.measure(library, FUNCTION, protocol, best, timeout), _node_id()
 
     def close(self) -> None:
         self.runner.close()
@@ -203,6 +207,8 @@ class RayEvaluator(Evaluator):
     ``build_nodes`` and ``timing_nodes`` record the Ray node of every build and
     every timing, for inspection.
     """
+
+    batch_per_slot = 4
 
     def __init__(self, address: str | None = None, compile_timeout: float = 60.0):
         super().__init__()
@@ -265,10 +271,10 @@ class RayEvaluator(Evaluator):
             out.append(artifact if artifact is not None else Result(key, Outcome.COMPILE_ERROR, message=message))
         return out
 
-    def measure(self, artifact: Artifact, cutoff, timeout: float, protocol: Protocol) -> Measurement:
+    def measure(self, artifact: Artifact, best, timeout: float, protocol: Protocol) -> Measurement:
         ray = self._ray
         try:
-            m, node = ray.get(self._actor.measure.remote(artifact, protocol, cutoff, timeout),
+            m, node = ray.get(self._actor.measure.remote(artifact, protocol, best, timeout),
                               timeout=timeout + 60)
         except Exception as error:  # the runner actor itself was lost: replace it
             log.warning("runner actor lost (%s); starting a new one", type(error).__name__)

@@ -28,12 +28,19 @@ class Protocol:
     """How a kernel is timed: the check call comes first and is the warm-up (code,
     caches and the output buffer are hot after it); then ``warmup`` further untimed
     calls, then batches of calls until ``min_time`` seconds are measured (at least
-    ``min_calls``, at most ``max_calls``); the median is the kernel's time."""
+    ``min_calls``, at most ``max_calls``); the median is the kernel's time.
+
+    Precision is spent where it decides something. Against the best time so far:
+    a kernel whose check call is ``slow_factor`` times slower is timed by that call
+    alone, and one whose first warm call is ``screen_factor`` times slower by that
+    call (it will not win; the search only needs its rank)."""
 
     warmup: int = 0
     min_calls: int = 3
     max_calls: int = 200
     min_time: float = 0.03
+    slow_factor: float = 5.0
+    screen_factor: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,13 @@ class Runner:
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
 
-    def measure(self, library: Path, function: str, protocol: Protocol, cutoff: float | None,
+    def measure(self, library: Path, function: str, protocol: Protocol, best: float | None,
                 timeout: float) -> Measurement:
-        """Check and time one kernel library; never raises for the kernel's faults."""
+        """Check and time one kernel library against the ``best`` time so far (``None``:
+        time it fully); never raises for the kernel's faults."""
         conn = self._connection()
         conn.send(("run", {"library": str(library), "function": function,
-                           "protocol": asdict(protocol), "cutoff": cutoff}))
+                           "protocol": asdict(protocol), "best": best}))
         try:
             if not conn.poll(timeout):
                 self.close()
@@ -140,10 +148,9 @@ def check(output: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -
     return error <= atol + rtol * scale, error
 
 
-def run_one(kernel, task: Task, protocol: Protocol, cutoff: float | None) -> Measurement:
-    """Check ``kernel`` once on the task's inputs, then time it. The check call is
-    timed too: a kernel already slower than ``cutoff`` there is not timed further
-    (its one sample is enough to know it will not win). With ``task.jit_call`` (GPU
+def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measurement:
+    """Check ``kernel`` once on the task's inputs, then time it as ``protocol`` says
+    against the ``best`` time so far (``None``: fully). With ``task.jit_call`` (GPU
     targets) an untimed call comes first, so the driver's compile is never timed."""
     from ..errors import KernelRuntimeError
 
@@ -162,18 +169,17 @@ def run_one(kernel, task: Task, protocol: Protocol, cutoff: float | None) -> Mea
     if not good:
         return Measurement(Outcome.WRONG_RESULT, max_error=error,
                            message=f"max abs error {error:.3g} exceeds tolerance")
-    if cutoff is not None and check_seconds > cutoff:
+    if best is not None and check_seconds > protocol.slow_factor * best:
         return Measurement(Outcome.OK, (check_seconds,), error, "timed once: slower than the cut-off")
     if protocol.warmup:
         kernel.time(arrays, protocol.warmup)
-    measured: list[float] = []
-    batch = max(protocol.min_calls, 1)
-    while True:
-        measured += list(kernel.time(arrays, batch))
-        if len(measured) >= protocol.max_calls or (
-                len(measured) >= protocol.min_calls and sum(measured) >= protocol.min_time):
-            break
-        batch = min(protocol.max_calls - len(measured), len(measured))
+    measured = list(kernel.time(arrays, 1))
+    if best is not None and measured[0] > protocol.screen_factor * best:
+        return Measurement(Outcome.OK, tuple(measured), error, "screened: slower than the best")
+    while len(measured) < protocol.max_calls and (
+            len(measured) < protocol.min_calls or sum(measured) < protocol.min_time):
+        batch = max(protocol.min_calls - len(measured), len(measured))  # doubling, once past min_calls
+        measured += list(kernel.time(arrays, min(protocol.max_calls - len(measured), batch)))
     return Measurement(Outcome.OK, tuple(measured), error)
 
 
@@ -191,6 +197,6 @@ def serve(conn: Connection) -> None:
             return
         kernel = NativeKernel(Path(request["library"]), request["function"], runtime,
                               task.shapes, task.dtypes)
-        result = run_one(kernel, task, Protocol(**request["protocol"]), request["cutoff"])
+        result = run_one(kernel, task, Protocol(**request["protocol"]), request["best"])
         conn.send(("result", {**asdict(result), "outcome": result.outcome.value}))
 

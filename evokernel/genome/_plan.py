@@ -22,7 +22,7 @@ from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 3
+SCHEDULE_ENCODING = 4
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,20 @@ class StagePlan:
         """The loops other stages may be computed at: those of the last definition,
         less its vector lanes (Halide code computed inside a vectorised loop crashes)
         and unrolled loops (the producer's code would be copied once per unrolled
-        iteration: compiles of half a minute, for no gain)."""
+        iteration: compiles of half a minute, for no gain), and none inside an
+        ``rfactor`` intermediate's loop (the intermediate reads the producers there)."""
         if self.sites is not None:
             return self.sites
         if not self.definitions:
             return []
         last = self.definitions[-1]
         excluded = {d[1] for d in last.directives if d[0] in ("vectorize", "unroll")}
-        return [l for l in last.loops if l.name not in excluded]
+        loops = [l for l in last.loops if l.name not in excluded]
+        if self.intermediate is not None:
+            names = [l.name for l in loops]
+            at = self.intermediate.at_loop
+            loops = loops[:names.index(at) + 1] if at in names else []
+        return loops
 
 
 OUTERMOST = "__outermost"  # Halide's name of ``Var.outermost()``, outside a Func's every loop

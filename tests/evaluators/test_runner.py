@@ -97,8 +97,8 @@ def runner(runtime):
 FAST = Protocol(warmup=1, min_calls=2, max_calls=5, min_time=0.0)
 
 
-def measure(runner, library, timeout=10.0, cutoff=None):
-    return runner.measure(library, FUNCTION, FAST, cutoff, timeout)
+def measure(runner, library, timeout=10.0, best=None):
+    return runner.measure(library, FUNCTION, FAST, best, timeout)
 
 
 def worker_pid(runner) -> int:
@@ -158,8 +158,17 @@ def test_an_error_return_is_run_crash_with_halides_message(runner, libraries):
 
 def test_a_slow_first_call_stops_at_the_cutoff(runner, libraries):
     m = runner.measure(libraries["copy"], FUNCTION, Protocol(warmup=1, min_calls=50, max_calls=100, min_time=1.0),
-                       cutoff=-1.0, timeout=10.0)
+                       best=-1.0, timeout=10.0)
     assert m.outcome is Outcome.OK and len(m.times) == 1 and "cut-off" in m.message
+
+
+def test_a_kernel_slower_than_the_best_gets_one_warm_call(runner, libraries):
+    """Between the cut-off and the screen: one warm call, not ``min_calls``."""
+    slow = Protocol(min_calls=4, max_calls=100, min_time=1.0, slow_factor=1e12, screen_factor=1.0)
+    m = runner.measure(libraries["copy"], FUNCTION, slow, best=1e-12, timeout=10.0)
+    assert m.outcome is Outcome.OK and len(m.times) == 1 and "screened" in m.message
+    full = runner.measure(libraries["copy"], FUNCTION, slow, best=None, timeout=10.0)
+    assert len(full.times) == 100 or sum(full.times) >= 1.0
 
 
 def test_many_faults_in_a_row(runner, libraries):

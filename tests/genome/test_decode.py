@@ -154,3 +154,21 @@ def test_rfactor_is_repaired_away_where_it_cannot_apply():
     genome = repair(space, Genome(tuple(replace(g, rfactor=16) for g in templates(space)[0].stages)))
     assert all(g.rfactor == 1 for g in genome.stages)
     assert "rfactor" not in schedule_code(genome, op.algorithm(), space)
+
+
+@pytest.mark.parametrize("op", [ek.operators.matmul(64, 48, 96), ek.operators.fc(3, 200, 24)], ids=["matmul", "fc"])
+def test_producers_of_a_factored_reduction_stay_outside_its_intermediate(op):
+    """The ``rfactor`` intermediate is computed at one loop of its stage and reads
+    the stage's producers (packed operands): a producer computed deeper in that
+    stage's loops is invalid in Halide, so the plan never places one there (a
+    quarter of random matmul genomes failed to compile)."""
+    space = space_of(op)
+    rng = seeded(11)
+    tried = 0
+    for _ in range(60):
+        genome = random_genome(space, rng)
+        if not any(g.rfactor > 1 for g in genome.stages):
+            continue
+        tried += 1
+        build(op, space, genome, HOST)  # raises BuildFailure if Halide rejects it
+    assert tried >= 8

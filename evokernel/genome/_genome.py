@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 INLINE, ROOT = -1, 0
-_ADDED_LATER = ("rfactor",)
+_ADDED_LATER = ("rfactor", "tasks")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class StageGene:
     rfactor   lanes of a vectorised partial reduction (Halide's ``rfactor``) along the
               first reduction variable, for reductions over contiguous memory
               (a row of a matrix-vector product, softmax's row sums); 1: none.
+    tasks     parallel tasks per thread: the parallel loop is cut into ``threads *
+              tasks`` stretches of consecutive iterations; 0: one task per iteration.
     """
 
     location: int = ROOT
@@ -42,6 +44,7 @@ class StageGene:
     rdepth: int = 0
     runroll: int = 0
     rfactor: int = 1
+    tasks: int = 0
 
     def to_dict(self) -> dict:
         """Plain data; genes added after the first release are left out at their

@@ -131,9 +131,10 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
             split = next(i for i, l in enumerate(every) if l.name == at_loop) + 1
             extents = _region(stage, every[split:], every[:split])
     parallel = gene.parallel if location == ROOT else 0
-    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel)])
+    tasks = space.threads * gene.tasks if parallel else 0
+    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks)])
     if stage.has_update:
-        update = _plan_definition(stage, gene, extents, True, parallel)
+        update = _plan_definition(stage, gene, extents, True, parallel, tasks)
         result.definitions.append(update)
         result.intermediate = _intermediate(stage, update)
     return result
@@ -190,7 +191,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],
-                     update: bool, parallel: int) -> Definition:
+                     update: bool, parallel: int, tasks: int = 0) -> Definition:
     d = Definition()
     dims = stage.dims
     tiles = _fit(gene.tiles, dims, (1, 1))
@@ -252,7 +253,7 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     if len(loops) > 1:
         d.directives.append(("reorder", *[l.name for l in reversed(loops)]))
     d.loops = loops
-    _plan_parallel(d, parallel)
+    _plan_parallel(d, parallel, tasks)
     return d
 
 
@@ -293,7 +294,10 @@ def _rfactor_lanes(stage: StageSpace, gene: StageGene) -> int:
     return lanes if stage.rvars and 1 < lanes < stage.rextents[0] else 0
 
 
-def _plan_parallel(d: Definition, parallel: int) -> None:
+def _plan_parallel(d: Definition, parallel: int, tasks: int = 0) -> None:
+    """Fuse the ``parallel`` outermost loops into one parallel loop; with ``tasks``,
+    cut it into that many tasks (a loop of consecutive iterations inside each), so
+    a memory-bound stage streams one long stretch per thread."""
     vectorized = {x[1] for x in d.directives if x[0] == "vectorize"}
     leading = 0
     for loop in d.loops:
@@ -308,8 +312,11 @@ def _plan_parallel(d: Definition, parallel: int) -> None:
         name = f"{fused.name}_{nxt.name}".replace("$", "_")
         d.directives.append(("fuse", nxt.name, fused.name, name))
         fused = Loop(name, fused.extent * nxt.extent)
+    chain = [fused]
+    if 0 < tasks < fused.extent:
+        _split(d, chain, _ceil_div(fused.extent, tasks), "_k", "GuardWithIf")
     d.directives.append(("parallel", fused.name))
-    d.loops = [fused] + d.loops[count:]
+    d.loops = chain + d.loops[count:]
 
 
 def _split(d: Definition, chain: list[Loop], factor: int, suffix: str, tail: str) -> None:

@@ -40,6 +40,10 @@ def _widths(space: ScheduleSpace) -> list[int]:
     return [w for w in (space.lanes // 2, space.lanes, 2 * space.lanes, 4 * space.lanes) if w > 1]
 
 
+#: Choices of ``StageGene.tasks`` (0: a task per iteration of the parallel loop).
+_TASKS = [0, 0, 1, 2, 4, 8]
+
+
 def _rfactor_widths(space: ScheduleSpace) -> list[int]:
     """Lanes of a factored reduction: up to two vectors (with four, a gemm 512
     compiled in 0.45 s, median of 8, against 0.07 s unfactored and 0.18 s with two)."""
@@ -75,6 +79,7 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
         rdepth=rng.randrange(0, 2 * stage.dims + 2),
         runroll=int(rng.random() < 0.3),
         rfactor=rng.choice(_rfactor_widths(space)) if stage.has_update and rng.random() < 0.25 else 1,
+        tasks=rng.choice(_TASKS),
     )
     return repair_stage(space, stage, gene)
 
@@ -113,10 +118,12 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
     rfactor = 1
     if stage.has_update and 1 < gene.rfactor < stage.rextents[0]:
         rfactor = _power_of_two_at_most(min(gene.rfactor, max(_rfactor_widths(space), default=1)))
+    parallel = max(0, min(gene.parallel, dims))
     return StageGene(
         location=location, tiles=tuple(tiles), order=order, vector=vector, width=width,
-        parallel=max(0, min(gene.parallel, dims)), unroll=tuple(unroll), rsplit=rsplit,
-        rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor)
+        parallel=parallel, unroll=tuple(unroll), rsplit=rsplit,
+        rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor,
+        tasks=max(0, min(gene.tasks, _TASKS[-1])) if parallel else 0)
 
 
 def repair(space: ScheduleSpace, genome: Genome) -> Genome:
@@ -171,7 +178,7 @@ def _nudge(value: int, choices: list[int], rng: random.Random) -> int:
 def mutate_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene, rng: random.Random) -> StageGene:
     """Change one field of ``gene`` (a nudge or a fresh draw)."""
     fresh = random_stage_gene(space, stage, rng)
-    fields = ["tiles", "order", "vector", "unroll", "parallel"]
+    fields = ["tiles", "order", "vector", "unroll", "parallel", "tasks"]
     if not stage.is_output:
         fields += ["location"] * 2
     if stage.has_update:
@@ -249,7 +256,8 @@ def unscheduled(space: ScheduleSpace) -> Genome:
 
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names):
-    a flat vectorised/parallel schedule; the same with long reductions factored
+    a flat vectorised/parallel schedule; the same with one parallel task per
+    thread; the same with long reductions factored
     into vector lanes (``rfactor``); that with every stage computed inside the
     output's outermost loop (a row at a time, in cache); and for each reduction
     feeding the output, register tiles of the output (vector lanes along dim 0
@@ -257,7 +265,8 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     loops outermost."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
-    found = [flat, factored, _fused(space, factored)]
+    coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))
+    found = [flat, coarse, factored, _fused(space, factored)]
     out_index = len(space.stages) - 1
     output = space.stages[out_index]
     for r_index, reduction in enumerate(space.stages):

@@ -3,6 +3,7 @@ schedule: Python that, run against fresh Funcs, schedules them the same way."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import halide as hl
@@ -172,3 +173,27 @@ def test_producers_of_a_factored_reduction_stay_outside_its_intermediate(op):
         tried += 1
         build(op, space, genome, HOST)  # raises BuildFailure if Halide rejects it
     assert tried >= 8
+
+
+@pytest.mark.parametrize("shape, threads, tasks", [((1, 64, 112, 112), 2, 1), ((3, 5, 7, 33), 2, 2), ((9, 40), 4, 8),
+                                                   ((9, 40), 2, 4)])
+def test_tasks_cut_the_parallel_loop_into_stretches_per_thread(shape, threads, tasks):
+    """``tasks`` per thread: the fused parallel loop of E iterations runs about
+    ``threads * tasks`` tasks (E if fewer), each a serial loop over consecutive
+    iterations, whatever the extents; the operator is still computed exactly."""
+    op = ek.operators.relu(shape)
+    space = space_of(op, threads=threads)
+    flat = templates(space)[0]
+    extent = plan(space, flat)[-1].definitions[0].loops[0].extent
+    genome = repair(space, Genome(tuple(replace(g, tasks=tasks) for g in flat.stages)))
+    loops = plan(space, genome)[-1].definitions[0].loops
+    if threads * tasks < extent:
+        size = math.ceil(extent / (threads * tasks))
+        assert loops[1].name.endswith("_k") and loops[1].extent == size
+        assert loops[0].extent == math.ceil(extent / size) <= threads * tasks
+    else:
+        assert loops == plan(space, flat)[-1].definitions[0].loops
+    arrays = op.random_inputs(np.random.default_rng(0))
+    algorithm = op.algorithm()
+    apply(genome, algorithm, space)
+    np.testing.assert_array_equal(realize(algorithm, op, arrays), op.reference(*arrays))

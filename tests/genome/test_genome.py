@@ -123,8 +123,8 @@ def test_replace_stage_keeps_the_rest():
 
 
 def test_genes_added_later_keep_old_keys():
-    """``rfactor`` left at its default is not written, so genomes recorded before
-    it existed keep their keys (records and caches stay valid)."""
+    """``rfactor`` and ``tasks`` left at their defaults are not written, so genomes
+    recorded before they existed keep their keys (records and caches stay valid)."""
     old = {"stages": [{"location": 0, "order": [0], "parallel": 1, "rdepth": 0, "rsplit": [], "runroll": 0,
                        "tiles": [[1, 1]], "unroll": [1], "vector": 0, "width": 16}]}
     genome = Genome.from_dict(old)
@@ -132,3 +132,6 @@ def test_genes_added_later_keep_old_keys():
     factored = Genome((replace(genome.stages[0], rfactor=16),))
     assert factored.key != genome.key and factored.to_dict()["stages"][0]["rfactor"] == 16
     assert Genome.from_json(factored.to_json()) == factored
+    coarse = Genome((replace(genome.stages[0], tasks=2),))
+    assert coarse.key not in (genome.key, factored.key) and coarse.to_dict()["stages"][0]["tasks"] == 2
+    assert Genome.from_json(coarse.to_json()) == coarse

@@ -159,6 +159,16 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
 _GPU_APIS = ("cuda", "opencl", "metal", "vulkan", "d3d12compute", "webgpu")
 
 
+def _address(array: np.ndarray) -> int:
+    """The data address of a C-contiguous array: through the buffer protocol
+    (0.17 us), or NumPy's ``ctypes`` attribute (0.8 us) where that refuses (a
+    read-only array)."""
+    try:
+        return ctypes.addressof(ctypes.c_byte.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
 class NativeKernel:
     """A loaded kernel library: call it on NumPy arrays, or time it in C.
 
@@ -182,7 +192,7 @@ class NativeKernel:
 
     def _bind(self, arrays: Sequence[np.ndarray]) -> None:
         for buf, array in zip(self._buffers, arrays):
-            buf.host = array.ctypes.data
+            buf.host = _address(array)
 
     def _check(self, rc: int) -> None:
         if rc != 0:

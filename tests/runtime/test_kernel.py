@@ -151,6 +151,19 @@ def test_out_is_written_and_returned(matmul):
     assert fresh is not out and np.array_equal(fresh, out)
 
 
+def test_read_only_and_memory_mapped_inputs(relu, tmp_path):
+    """Inputs are found by address whatever owns their memory: a read-only array
+    (no writable buffer to export) and a memory-mapped file."""
+    op, kernel = relu
+    (x,) = inputs(op, 7)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(kernel(frozen), np.maximum(x, 0))
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_array_equal(kernel(mapped), np.maximum(x, 0))
+
+
 def test_repeated_calls_with_new_inputs(relu):
     op, kernel = relu
     for seed in range(5):

@@ -22,8 +22,8 @@ from ._baselines import numpy_baseline, torch_baseline
 from ._cli import main
 from ._report import markdown, write
 from ._run import Config, run
-from ._suite import SUITE, Case, select
+from ._suite import SHAPES, SUITE, SUITES, Case, select
 from ._timing import Protocol, Timing, time_side_by_side
 
-__all__ = ["main", "run", "Config", "Case", "SUITE", "select", "Protocol", "Timing", "time_side_by_side",
+__all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "SUITES", "select", "Protocol", "Timing", "time_side_by_side",
            "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write"]

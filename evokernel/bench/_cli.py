@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..errors import EvokernelError
 from ._report import markdown, write
 from ._run import STRATEGIES, Config, run
-from ._suite import SUITE, select
+from ._suite import SUITES, select
 
 DEFAULT_OUT = "benchmarks/results"
 
@@ -19,10 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark suite; returns the exit status (2 for bad arguments)."""
     parser = argparse.ArgumentParser(
         prog="evokernel bench",
-        description="Time evokernel beside Halide's autoschedulers, NumPy and PyTorch on the issue #6 suite.")
+        description="Time evokernel beside Halide's autoschedulers, NumPy and PyTorch on a suite of operators.")
     parser.add_argument("--budget", default="3m", help="tuning budget per operator and search strategy "
                                                        "(a duration such as 3m, or evaluations: 50); default 3m")
-    parser.add_argument("--only", help="comma-separated operators: " + ",".join(c.name for c in SUITE))
+    parser.add_argument("--suite", choices=list(SUITES), default="issue",
+                        help="issue: the operators of issue #6; shapes: other sizes of them (default issue)")
+    parser.add_argument("--only", help="comma-separated operators of the suite: "
+                        + "; ".join(f"{name}: {','.join(c.name for c in cases)}" for name, cases in SUITES.items()))
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search", choices=list(STRATEGIES), default="ga",
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Config(budget=args.budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
         if args.no_torch:
             config = replace(config, baselines={k: v for k, v in config.baselines.items() if k != "torch"})
-        results = run(select(args.only), config, on_case=lambda partial: write(partial, args.out))
+        results = run(select(args.only, SUITES[args.suite]), config, on_case=lambda partial: write(partial, args.out))
     except EvokernelError as error:
         print(f"evokernel bench: error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The benchmark suite: the operators of issue #6, each with the rate that suits it."""
+"""The benchmark suites: the operators of issue #6, and other sizes of them."""
 
 from __future__ import annotations
 
@@ -48,6 +48,32 @@ SUITE: tuple[Case, ...] = (
     Case("relu", lambda: operators.relu((1, 64, 112, 112)), "bytes", "ReLU 1×64×112×112", beat_torch=True),
     Case("softmax", lambda: operators.softmax((1024, 1000)), "bytes", "softmax 1024×1000", beat_torch=True),
 )
+
+
+#: Other sizes, with the same goals as their kind above: odd, prime and tiny
+#: products, a batch, a stride, 1x1 and 7x7 kernels, odd pools and rows. Searching
+#: well on the issue's shapes alone would not be enough.
+SHAPES: tuple[Case, ...] = (
+    Case("gemm-odd", lambda: operators.matmul(127, 255, 63), title="gemm 127×255×63", library_slack=1.15),
+    Case("gemm-prime", lambda: operators.matmul(97, 101, 103), title="gemm 97×101×103", library_slack=1.15),
+    Case("gemm-tiny", lambda: operators.matmul(8, 8, 8), title="gemm 8³", library_slack=1.15),
+    Case("conv2d-batch", lambda: operators.conv2d(4, 32, 28, 28, 64, 3, pad=1), title="conv2d 4×32×28×28→64 3×3",
+         library_slack=1.15),
+    Case("conv2d-stride", lambda: operators.conv2d(1, 64, 56, 56, 128, 3, stride=2, pad=1),
+         title="conv2d 1×64×56×56→128 3×3/2", library_slack=1.15),
+    Case("conv2d-1x1", lambda: operators.conv2d(1, 256, 14, 14, 256, 1), title="conv2d 1×256×14×14→256 1×1",
+         library_slack=1.15),
+    Case("conv2d-7x7", lambda: operators.conv2d(1, 3, 224, 224, 64, 7, stride=2, pad=3, bias=True, activation="relu"),
+         title="conv2d+bias+ReLU 1×3×224×224→64 7×7/2", library_slack=1.15),
+    Case("depthwise-odd", lambda: operators.depthwise_conv2d(1, 96, 57, 57, 3, stride=2, pad=1), "bytes",
+         "depthwise 3×3/2 1×96×57×57", beat_torch=True),
+    Case("maxpool-3x3", lambda: operators.max_pool2d(1, 64, 113, 113, 3, stride=2), "bytes",
+         "max pool 3×3/2 1×64×113×113", beat_torch=True),
+    Case("relu-odd", lambda: operators.relu((3, 17, 31, 29)), "bytes", "ReLU 3×17×31×29", beat_torch=True),
+    Case("softmax-odd", lambda: operators.softmax((13, 1001)), "bytes", "softmax 13×1001", beat_torch=True),
+)
+
+SUITES = {"issue": SUITE, "shapes": SHAPES}
 
 
 def select(only: "str | Iterable[str] | None", suite: Iterable[Case] = SUITE) -> list[Case]:

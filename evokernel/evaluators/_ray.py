@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import socket
 import time
@@ -248,28 +247,40 @@ class RayEvaluator(Evaluator):
             self._task, self.context.target.string, self.context.threads)
 
     def build_batch(self, genomes: list[Genome | None]) -> list[Artifact | Result]:
-        ray = self._ray
-        refs = [self._build.remote(self._parts, g) for g in genomes]
-        waves = math.ceil(len(refs) / self.parallelism)
-        deadline = time.monotonic() + self.compile_timeout * waves
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        out = []
-        for genome, ref in zip(genomes, refs):
-            key = genome_key(genome)
-            if ref in pending:
-                out.append(Result(key, Outcome.COMPILE_TIMEOUT,
-                                  message=f"build still running after {self.compile_timeout:g} s"))
-                continue
-            try:
-                artifact, message, node = ray.get(ref)
-            except Exception as error:  # the build worker died twice: report, go on
-                out.append(Result(key, Outcome.COMPILE_ERROR, message=f"build worker lost: {error}"))
-                continue
-            self.build_nodes.append(node)
-            out.append(artifact if artifact is not None else Result(key, Outcome.COMPILE_ERROR, message=message))
+        """Build with one task per CPU in flight, the next submitted as one ends, so
+        every build gets ``compile_timeout`` from its start and a slow one holds up
+        only its own CPU."""
+        ray, out = self._ray, [None] * len(genomes)
+        waiting, running = list(enumerate(genomes)), {}  # ref -> (index, submitted)
+        while waiting or running:
+            while waiting and len(running) < self.parallelism:
+                index, genome = waiting.pop(0)
+                running[self._submit(genome)] = (index, time.monotonic())
+            first = min(submitted for _, submitted in running.values())
+            ready, _ = ray.wait(list(running), num_returns=1,
+                                timeout=max(0.0, first + self.compile_timeout - time.monotonic()))
+            for ref in ready:
+                index, _ = running.pop(ref)
+                out[index] = self._built(genomes[index], ref)
+            for ref, (index, submitted) in list(running.items()):
+                if time.monotonic() - submitted >= self.compile_timeout:
+                    ray.cancel(ref, force=True)
+                    del running[ref]
+                    out[index] = Result(genome_key(genomes[index]), Outcome.COMPILE_TIMEOUT,
+                                        message=f"build still running after {self.compile_timeout:g} s")
         return out
+
+    def _submit(self, genome: Genome | None):
+        return self._build.remote(self._parts, genome)
+
+    def _built(self, genome: Genome | None, ref) -> "Artifact | Result":
+        try:
+            artifact, message, node = self._ray.get(ref)
+        except Exception as error:  # the build worker died twice: report, go on
+            return Result(genome_key(genome), Outcome.COMPILE_ERROR, message=f"build worker lost: {error}")
+        self.build_nodes.append(node)
+        return artifact if artifact is not None else Result(genome_key(genome), Outcome.COMPILE_ERROR,
+                                                            message=message)
 
     def measure(self, artifact: Artifact, best, timeout: float, protocol: Protocol) -> Measurement:
         ray = self._ray

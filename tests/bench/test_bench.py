@@ -145,6 +145,31 @@ def test_bad_arguments_are_named(capsys):
 def test_select_keeps_suite_order():
     assert [c.name for c in bench.select("softmax, gemm-512")] == ["gemm-512", "softmax"]
     assert len(bench.select(None)) == len(bench.SUITE) == 9
+    assert [c.name for c in bench.select("relu-odd,gemm-tiny", bench.SHAPES)] == ["gemm-tiny", "relu-odd"]
+    with pytest.raises(ek.EvokernelError, match="relu-odd"):
+        bench.select("relu-odd")  # not in the issue's suite
+
+
+def test_other_sizes_are_other_shapes_with_the_same_goals():
+    """The shapes suite differs from the issue's in every operator key, and each
+    case keeps the goals of its kind (library for products, PyTorch otherwise)."""
+    issue = {c.operator.key for c in bench.SUITE}
+    names = [c.name for c in bench.SHAPES]
+    assert len(set(names)) == len(names) and not set(names) & {c.name for c in bench.SUITE}
+    for case in bench.SHAPES:
+        op = case.operator
+        assert op.key not in issue
+        product = op.family == "matmul" or (op.family == "conv2d" and op.groups == 1)
+        assert case.library_slack == (1.15 if product else None) and case.beat_torch == (not product)
+
+
+def test_cli_runs_the_shapes_suite(tmp_path):
+    rc = bench.main(["--suite", "shapes", "--only", "gemm-tiny", "--budget", "3", "--evaluator", "local",
+                     "--no-torch", "--out", str(tmp_path)])
+    assert rc == 0
+    (op,) = json.loads((tmp_path / "bench.json").read_text())["operators"]
+    assert op["name"] == "gemm-tiny" and op["methods"]["evokernel"]["status"] == "ok"
+    assert any(t["goal"].startswith("within 1.15x") for t in op["targets"])
 
 
 @pytest.mark.parametrize("make", [

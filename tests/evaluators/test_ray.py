@@ -216,6 +216,39 @@ def test_faults_are_recorded_by_kind_and_the_run_ends_with_a_correct_winner(loca
     assert np.array_equal(kernel(x), np.maximum(x, 0))
 
 
+def _build_or_stall(parts, genome, stalled_key):
+    """A build task whose one chosen genome never finishes building."""
+    from evokernel.evaluators._ray import _build_task
+
+    if genome is not None and genome.key == stalled_key:
+        time.sleep(600)
+    return _build_task(parts, genome)
+
+
+def test_a_stalled_build_times_out_from_its_own_start_and_holds_up_no_other(local_ray):
+    """One task per CPU in flight: a build that never ends is cancelled
+    ``compile_timeout`` after it was submitted, while the other CPU builds the
+    rest of the batch."""
+    op = ek.operators.relu((N,))
+    genomes = genomes_for(context(op).space, 8, seed=2)
+    stall = local_ray.remote(num_cpus=1, max_retries=0)(_build_or_stall)
+
+    class Stalling(RayEvaluator):
+        def _submit(self, genome):
+            return stall.remote(self._parts, genome, genomes[0].key)
+
+    evaluator = Stalling(compile_timeout=5.0)
+    evaluator.prepare(context(op))
+    start = time.monotonic()
+    built = evaluator.build_batch(genomes)
+    seconds = time.monotonic() - start
+    evaluator.close()
+    assert isinstance(built[0], Result) and built[0].outcome is Outcome.COMPILE_TIMEOUT
+    assert all(isinstance(b, Artifact) for b in built[1:])
+    # A timeout per batch would wait 4 waves x 5 s here; the others take well under a second each.
+    assert seconds < 15, f"the stalled build held the batch up for {seconds:.1f} s"
+
+
 # -- two nodes on loopback -----------------------------------------------------------------
 
 @pytest.fixture

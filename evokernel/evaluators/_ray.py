@@ -203,13 +203,17 @@ class RayEvaluator(Evaluator):
     """Evaluate on Ray: ``RayEvaluator()`` uses (or starts) the local instance,
     ``RayEvaluator(address="host:6379")`` joins a cluster.
 
+    Candidates build in 0.05-1 s; ``compile_timeout`` cuts off the rare one LLVM
+    takes minutes over (gemm 1024 with a 64-lane ``rfactor``), which would hold a
+    CPU for a good part of a short budget.
+
     ``build_nodes`` and ``timing_nodes`` record the Ray node of every build and
     every timing, for inspection.
     """
 
     batch_per_slot = 4
 
-    def __init__(self, address: str | None = None, compile_timeout: float = 60.0):
+    def __init__(self, address: str | None = None, compile_timeout: float = 15.0):
         super().__init__()
         self.address, self.compile_timeout = address, compile_timeout
         self._actor = None

@@ -14,7 +14,7 @@ from dataclasses import replace
 from ._genome import INLINE, ROOT, Genome, StageGene
 from ._space import ScheduleSpace, StageSpace
 
-MAX_UNROLLED_LANES = 512  # unroll factors x vector width, bounds code size
+MAX_UNROLLED_LANES = 512  # unroll factors x vector width (or rfactor lanes), bounds code size
 
 
 def factors(extent: int, limit: int = 256) -> list[int]:
@@ -103,15 +103,15 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
     order = tuple(gene.order) if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
     vector = gene.vector if -1 <= gene.vector < dims else (0 if dims else -1)  # a 0-d stage has no loop
     width = _power_of_two_at_most(min(max(1, gene.width), max(_widths(space), default=1))) if vector >= 0 else 1
+    rfactor = 1
+    if stage.has_update and 1 < gene.rfactor < stage.rextents[0]:
+        rfactor = _power_of_two_at_most(min(gene.rfactor, max(_widths(space), default=1)))
     unroll = [max(1, min(int(u), 16)) for u in (tuple(gene.unroll) + (1,) * dims)[:dims]]
-    while width * _product(unroll) > MAX_UNROLLED_LANES and max(unroll) > 1:
+    while max(width, rfactor) * _product(unroll) > MAX_UNROLLED_LANES and max(unroll) > 1:
         unroll[unroll.index(max(unroll))] //= 2
     rsplit = tuple(max(1, min(int(f), e)) for f, e in zip((tuple(gene.rsplit) + (1,) * len(stage.rextents)),
                                                           stage.rextents))
     runroll = int(bool(gene.runroll) and bool(rsplit) and max(rsplit) <= 16)
-    rfactor = 1
-    if stage.has_update and 1 < gene.rfactor < stage.rextents[0]:
-        rfactor = _power_of_two_at_most(min(gene.rfactor, max(_widths(space), default=1)))
     parallel = max(0, min(gene.parallel, dims))
     return StageGene(
         location=location, tiles=tuple(tiles), order=order, vector=vector, width=width,

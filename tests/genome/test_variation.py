@@ -53,7 +53,8 @@ def assert_in_range(space, genome: Genome) -> None:
         product = 1
         for u in g.unroll:
             product *= u
-        assert g.width * product <= MAX_UNROLLED_LANES, where
+        assert max(g.width, g.rfactor) * product <= MAX_UNROLLED_LANES, where
+        assert g.tasks >= 0 and (g.parallel or g.tasks == 0), where
         assert len(g.rsplit) == len(stage.rvars), where
         assert all(1 <= f <= e for f, e in zip(g.rsplit, stage.rextents)), where
         assert 0 <= g.rdepth <= 4 * dims, where

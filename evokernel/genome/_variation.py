@@ -251,8 +251,8 @@ def unscheduled(space: ScheduleSpace) -> Genome:
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names):
     a flat vectorised/parallel schedule; the same with one parallel task per
-    thread; the same with long reductions factored
-    into vector lanes (``rfactor``); that with every stage computed inside the
+    thread; the same with long reductions factored into vector lanes
+    (``rfactor``); that with every stage computed inside the
     output's outermost loop (a row at a time, in cache); and for each reduction
     feeding the output, register tiles of the output (vector lanes along dim 0
     times 4 or 8 along another dim) with the reduction computed per tile and its

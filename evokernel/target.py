@@ -13,7 +13,8 @@ import halide as hl
 from .errors import TargetError
 
 _ISA_PREFIXES = ("sse", "avx", "fma", "f16c", "x86apx", "arm", "sve", "rvv", "vsx", "power")
-_GPU_FEATURES = ("cuda", "opencl", "metal", "vulkan", "d3d12compute", "webgpu")
+#: Halide target features that offload to a GPU API (the runtime names its device interface after them).
+GPU_APIS = ("cuda", "opencl", "metal", "vulkan", "d3d12compute", "webgpu")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Target:
         >>> Target.parse("x86-64-linux-cuda").gpu_api
         'cuda'
         """
-        return next((f for f in self.string.split("-") if f in _GPU_FEATURES), None)
+        return next((f for f in self.string.split("-") if f in GPU_APIS), None)
 
     def natural_vector_size(self, dtype: str) -> int:
         """Lanes of one native vector register for ``dtype`` on this target."""

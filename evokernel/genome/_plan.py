@@ -14,6 +14,7 @@ For a GPU target (``space.gpu``) the same genes are read as GPU mappings: see ``
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -74,14 +75,18 @@ class StagePlan:
             return self.sites
         if not self.definitions:
             return []
-        last = self.definitions[-1]
-        excluded = {d[1] for d in last.directives if d[0] in ("vectorize", "unroll")}
-        loops = [l for l in last.loops if l.name not in excluded]
-        if self.intermediate is not None:
-            names = [l.name for l in loops]
-            at = self.intermediate.at_loop
-            loops = loops[:names.index(at) + 1] if at in names else []
-        return loops
+        loops = _serial_loops(self.definitions[-1])
+        return _outside_reduction(loops) if self.intermediate is not None else loops
+
+
+def _serial_loops(d: Definition) -> list[Loop]:
+    """``d``'s loops less its vectorised and unrolled ones."""
+    excluded = {x[1] for x in d.directives if x[0] in ("vectorize", "unroll")}
+    return [l for l in d.loops if l.name not in excluded]
+
+
+def _outside_reduction(loops: list[Loop]) -> list[Loop]:
+    return list(itertools.takewhile(lambda l: not l.rvar, loops))
 
 
 OUTERMOST = "__outermost"  # Halide's name of ``Var.outermost()``, outside a Func's every loop
@@ -150,13 +155,7 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
     if factored is None:
         return None
     _, _, lanes, name = factored
-    excluded = {d[1] for d in update.directives if d[0] in ("vectorize", "unroll")}
-    outside = []
-    for loop in update.loops:
-        if loop.rvar:
-            break
-        if loop.name not in excluded:
-            outside.append(loop.name)
+    outside = [l.name for l in _outside_reduction(_serial_loops(update))]
     order = ("reorder", lanes, *stage.rvars, *stage.vars)
     return Intermediate(name, outside[-1] if outside else OUTERMOST,
                         [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])

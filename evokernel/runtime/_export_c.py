@@ -27,12 +27,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import metadata, resources
 from pathlib import Path
 
 from ..errors import ExportError
 from ._kernel import Kernel
+from ._native import compiler, run_tool
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_NAME = 96  # longer names derived from operator keys end in a hash instead
@@ -249,10 +250,7 @@ def _tool(name: str) -> str:
     return tool
 
 
-def _run(cmd: list[str]) -> None:
-    from ._native import run_tool
-
-    run_tool(cmd, ExportError)
+_run = partial(run_tool, error=ExportError)
 
 
 @cache
@@ -292,8 +290,6 @@ def combined_object(items: list[Entry], source: str, public: list[str], tmp: Pat
     one object whose only global definitions are ``public``."""
     import halide as hl
 
-    from ._native import compiler
-
     target = items[0].kernel.target.string
     runtime = tmp / "halide_runtime.o"
     runtime.write_bytes(runtime_object(target))
@@ -312,8 +308,6 @@ def combined_object(items: list[Entry], source: str, public: list[str], tmp: Pat
 
 
 def link_shared(obj: Path, path: Path) -> None:
-    from ._native import compiler
-
     _run([compiler(), "-shared", "-o", str(path), str(obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from filelock import FileLock
 
 from ..errors import BuildError, KernelRuntimeError
+from ..target import GPU_APIS
 from ._paths import write_atomic
 
 _TYPE_CODES = {"i": 0, "u": 1, "f": 2}  # halide_type_code_t
@@ -156,9 +157,6 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
     return lib
 
 
-_GPU_APIS = ("cuda", "opencl", "metal", "vulkan", "d3d12compute", "webgpu")
-
-
 def _address(array: np.ndarray) -> int:
     """The data address of a C-contiguous array: through the buffer protocol
     (0.17 us), or NumPy's ``ctypes`` attribute (0.8 us) where that refuses (a
@@ -184,7 +182,7 @@ class NativeKernel:
         # Only a runtime with a GPU device interface needs the shim's copy-back and
         # device release after a call; CPU calls go straight in (ReLU on 256 floats:
         # 4.11 -> 3.83 us a call, 5.08 -> 4.46 us with out=).
-        self._device = any(hasattr(self._lib, f"halide_{api}_device_interface") for api in _GPU_APIS)
+        self._device = any(hasattr(self._lib, f"halide_{api}_device_interface") for api in GPU_APIS)
         self._runtime = runtime
         self._buffers = [describe_buffer(s, d) for s, d in zip(shapes, dtypes)]
         self._argv = (ctypes.c_void_p * len(self._buffers))(*[ctypes.addressof(b) for b in self._buffers])

@@ -17,9 +17,19 @@ import pytest
 from _families import assert_close, fresh_inputs
 
 import evokernel as ek
-from evokernel.evaluators import (Artifact, Context, InlineEvaluator, Outcome, RayEvaluator, Result, Settings,
-                                  build, default_threads, runner_resources)
-from evokernel.evaluators._ray import ensure_ray
+from evokernel.evaluators import (
+    Artifact,
+    Context,
+    InlineEvaluator,
+    Outcome,
+    RayEvaluator,
+    Result,
+    Settings,
+    build,
+    default_threads,
+    runner_resources,
+)
+from evokernel.evaluators._ray import _build_task, ensure_ray
 from evokernel.genome import ScheduleSpace, random_genome, templates
 from evokernel.runtime import _paths
 
@@ -131,14 +141,10 @@ EXPECTED = {"segfault": "SIGSEGV", "abort": "SIGABRT", "hang": Outcome.RUN_TIMEO
             "wrong": Outcome.WRONG_RESULT.value, "slow_compile": Outcome.COMPILE_TIMEOUT.value}
 
 
-def _slow_build(parts, genome):
-    operator, space, target = parts
-    return build(operator, space, None, target)
-
-
 class FaultInjectingEvaluator(RayEvaluator):
     """A test hook: the RayEvaluator, except that chosen genomes get a faulty
-    kernel (same signature as the real one) or a build that never ends, and the
+    kernel (same signature as the real one) or a build that never ends (submitted
+    in their place, so the evaluator's own compile timeout stops it), and the
     first batch has one of its build workers killed with SIGKILL."""
 
     def __init__(self, faults: dict[str, str], **kwargs):
@@ -156,6 +162,12 @@ class FaultInjectingEvaluator(RayEvaluator):
         slow = _op("slow_compile", _slow_compile)
         slow_space = ScheduleSpace.from_algorithm(slow.algorithm(), 16, default_threads())
         self._slow_parts = self._ray.put((slow, slow_space, ctx.target))
+        self._slow_build = self._ray.remote(num_cpus=1, max_retries=0)(_build_task)
+
+    def _submit(self, genome):
+        if genome is not None and self.faults.get(genome.key) == "slow_compile":
+            return self._slow_build.remote(self._slow_parts, None)
+        return super()._submit(genome)
 
     def build_batch(self, genomes):
         if not self.killed:
@@ -164,21 +176,8 @@ class FaultInjectingEvaluator(RayEvaluator):
         out = []
         for genome, built in zip(genomes, real):
             fault = self.faults.get(genome.key) if genome is not None else None
-            if fault in self._fault_artifacts:
-                built = self._fault_artifacts[fault]
-            elif fault == "slow_compile":
-                built = self._slow_batch(genome)
-            out.append(built)
+            out.append(self._fault_artifacts.get(fault, built))
         return out
-
-    def _slow_batch(self, genome):
-        ray = self._ray
-        ref = ray.remote(num_cpus=1, max_retries=0)(_slow_build).remote(self._slow_parts, genome)
-        ready, pending = ray.wait([ref], timeout=self.compile_timeout)
-        if pending:
-            ray.cancel(ref, force=True)
-            return Result(genome.key, Outcome.COMPILE_TIMEOUT, message="build still running")
-        return ray.get(ref)
 
     def _kill_a_build_worker(self):
         deadline = time.monotonic() + 20
@@ -218,8 +217,6 @@ def test_faults_are_recorded_by_kind_and_the_run_ends_with_a_correct_winner(loca
 
 def _build_or_stall(parts, genome, stalled_key):
     """A build task whose one chosen genome never finishes building."""
-    from evokernel.evaluators._ray import _build_task
-
     if genome is not None and genome.key == stalled_key:
         time.sleep(600)
     return _build_task(parts, genome)

@@ -23,7 +23,7 @@ from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 4
+SCHEDULE_ENCODING = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Loop:
     name: str
     extent: int
     rvar: bool = False
+    site: bool = True  # other stages may be computed at it (not at a loop over parallel tasks)
 
 
 @dataclass
@@ -67,10 +68,13 @@ class StagePlan:
     @property
     def loops(self) -> list[Loop]:
         """The loops other stages may be computed at: those of the last definition,
-        less its vector lanes (Halide code computed inside a vectorised loop crashes)
-        and unrolled loops (the producer's code would be copied once per unrolled
-        iteration: compiles of half a minute, for no gain), and none inside an
-        ``rfactor`` intermediate's loop (the intermediate reads the producers there)."""
+        less its vector lanes (Halide code computed inside a vectorised loop crashes),
+        unrolled loops (the producer's code would be copied once per unrolled
+        iteration: compiles of half a minute, for no gain) and the loop over
+        parallel tasks (a producer computed per task would span many tiles of the
+        loop inside it, fully unrolled where the gene unrolls: builds past the
+        compile timeout), and none inside an ``rfactor`` intermediate's loop (the
+        intermediate reads the producers there)."""
         if self.sites is not None:
             return self.sites
         if not self.definitions:
@@ -80,9 +84,9 @@ class StagePlan:
 
 
 def _serial_loops(d: Definition) -> list[Loop]:
-    """``d``'s loops less its vectorised and unrolled ones."""
+    """``d``'s loops less its vectorised and unrolled ones and its loop over tasks."""
     excluded = {x[1] for x in d.directives if x[0] in ("vectorize", "unroll")}
-    return [l for l in d.loops if l.name not in excluded]
+    return [l for l in d.loops if l.name not in excluded and l.site]
 
 
 def _outside_reduction(loops: list[Loop]) -> list[Loop]:
@@ -314,6 +318,7 @@ def _plan_parallel(d: Definition, parallel: int, tasks: int = 0) -> None:
     chain = [fused]
     if 0 < tasks < fused.extent:
         _split(d, chain, _ceil_div(fused.extent, tasks), "_k", "GuardWithIf")
+        chain[0].site = False
     d.directives.append(("parallel", fused.name))
     d.loops = chain + d.loops[count:]
 

@@ -197,3 +197,25 @@ def test_tasks_cut_the_parallel_loop_into_stretches_per_thread(shape, threads, t
     algorithm = op.algorithm()
     apply(genome, algorithm, space)
     np.testing.assert_array_equal(realize(algorithm, op, arrays), op.reference(*arrays))
+
+
+def test_producers_are_computed_per_tile_not_per_task():
+    """A stage computed at the output's parallel loop goes inside its tasks, at the
+    same tile as without them: a gemm accumulator placed on the loop over tasks
+    spanned a task's many tiles, fully unrolled, and its build ran past the compile
+    timeout."""
+    op = ek.operators.matmul(m=64, n=64, k=32)
+    space = space_of(op)
+    registered = templates(space)[-1]  # a register-tiled template: the accumulator at the output's tile loop
+    acc = next(i for i, s in enumerate(space.stages) if s.has_update)
+    assert plan(space, registered)[acc].location >= 1
+    genome = repair(space, registered.replace_stage(-1, replace(registered.stages[-1], tasks=1)))
+    plans, before = plan(space, genome), plan(space, registered)
+    task_loop = plans[-1].definitions[-1].loops[0]
+    assert not task_loop.site and task_loop.name not in [l.name for l in plans[-1].loops]
+    assert plans[acc].at_loop == before[acc].at_loop + "_k"
+    assert [l.extent for l in plans[acc].definitions[-1].loops] == [l.extent for l in before[acc].definitions[-1].loops]
+    arrays = op.random_inputs(np.random.default_rng(0))
+    algorithm = op.algorithm()
+    apply(genome, algorithm, space)
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-5, atol=1e-4)

@@ -162,11 +162,11 @@ def test_a_slow_first_call_stops_at_the_cutoff(runner, libraries):
     assert m.outcome is Outcome.OK and len(m.times) == 1 and "cut-off" in m.message
 
 
-def test_a_kernel_slower_than_the_best_gets_one_warm_call(runner, libraries):
-    """Between the cut-off and the screen: one warm call, not ``min_calls``."""
-    slow = Protocol(min_calls=4, max_calls=100, min_time=1.0, slow_factor=1e12, screen_factor=1.0)
+def test_a_kernel_slower_than_the_best_gets_only_the_screening_calls(runner, libraries):
+    """Between the cut-off and the screen: ``screen_calls`` warm calls, not ``min_calls``."""
+    slow = Protocol(min_calls=4, max_calls=100, min_time=1.0, slow_factor=1e12, screen_factor=1.0, screen_calls=2)
     m = runner.measure(libraries["copy"], FUNCTION, slow, best=1e-12, timeout=10.0)
-    assert m.outcome is Outcome.OK and len(m.times) == 1 and "screened" in m.message
+    assert m.outcome is Outcome.OK and len(m.times) == 2 and "screened" in m.message
     full = runner.measure(libraries["copy"], FUNCTION, slow, best=None, timeout=10.0)
     assert len(full.times) == 100 or sum(full.times) >= 1.0
 

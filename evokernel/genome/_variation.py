@@ -253,10 +253,10 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     a flat vectorised/parallel schedule; the same with one parallel task per
     thread; the same with long reductions factored into vector lanes
     (``rfactor``); that with every stage computed inside the
-    output's outermost loop (a row at a time, in cache); and for each reduction
+    output's outermost loop (a row at a time, in cache); for each reduction
     feeding the output, register tiles of the output (vector lanes along dim 0
     times 4 or 8 along another dim) with the reduction computed per tile and its
-    loops outermost."""
+    loops outermost; and each of these with its inlined stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
     coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))
@@ -270,7 +270,16 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             for tile in (4, 8):
                 for lanes_mult in (1, 2):
                     found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
+    found += [_materialised(space, g) for g in found]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
+
+
+def _materialised(space: ScheduleSpace, genome: Genome) -> Genome:
+    """``genome`` with every inlined stage that is part of the algorithm (not an
+    optional copy) computed once at root instead: a padded input, say, whose
+    boundary test inlining would repeat at every use."""
+    return Genome(tuple(replace(gene, location=ROOT) if stage.can_inline and not stage.optional
+                        and gene.location == INLINE else gene for stage, gene in zip(space.stages, genome.stages)))
 
 
 def _fused(space: ScheduleSpace, genome: Genome) -> Genome:

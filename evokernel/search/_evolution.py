@@ -87,8 +87,8 @@ def toolbox(space: ScheduleSpace, rng: random.Random, settings: SearchSettings) 
 def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rng: random.Random,
            settings: SearchSettings = SearchSettings(), seeds: Sequence[Genome] = ()) -> list[tuple[Genome, Result]]:
     """Run the search until the budget is spent; return every (genome, result)
-    evaluated, in order. ``seeds`` go first, then the space's templates, then
-    random genomes, until the first population is full. With
+    evaluated, in order. The first generation is the ``seeds`` (at most ``mu``),
+    every template of the space, then random genomes until it holds ``mu``. With
     ``settings.strategy == "random"`` only fresh random genomes are evaluated."""
     tb = toolbox(space, rng, settings)
     seen: set[str] = set()
@@ -123,8 +123,8 @@ def evolve(space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock, rn
         return history
 
     first: list[Genome] = []
-    for genome in [*seeds, *templates(space)]:
-        if genome.key not in seen and len(first) < settings.mu:
+    for genome in [*seeds[:settings.mu], *templates(space)]:
+        if genome.key not in seen:
             seen.add(genome.key)
             first.append(genome)
     while len(first) < settings.mu and (genome := fresh(tb.immigrant)) is not None:

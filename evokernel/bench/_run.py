@@ -148,7 +148,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     _ratios(methods)
     return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
             "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search,
-            "targets": targets(case, methods, config.autoschedulers)}
+            "targets": targets(case, methods, config.autoschedulers, search.get("ga"), Budget.parse(config.budget))}
 
 
 def _autoscheduled(label: str, op: Operator, config: Config, target: Target, threads: int, halide: HalideMethods,
@@ -228,12 +228,19 @@ def _check_all(label: str, op: Operator, reference: np.ndarray, methods: dict, c
     return once
 
 
-def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str]) -> list[dict]:
+#: The GA should reach ``EARLY_SHARE`` of its final speed within ``EARLY_PART`` of its budget.
+EARLY_SHARE, EARLY_PART = 0.9, 1 / 3
+
+
+def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str], curve: dict | None = None,
+            budget: Budget | None = None) -> list[dict]:
     """The issue's goals for this operator, from the side-by-side ratios: evokernel
     at least as fast as the best autoscheduler; within ``library_slack`` of the
     faster library; faster than PyTorch (``beat_torch``); the GA's kernel
-    ``search_gain`` times faster than random search's.
-    Methods that failed are left out, and so is a goal none of whose methods ran."""
+    ``search_gain`` times faster than random search's; and, given the GA's search
+    ``curve`` and ``budget``, ``EARLY_SHARE`` of its final speed within ``EARLY_PART``
+    of the budget. Methods that failed are left out, and so is a goal none of whose
+    methods ran."""
     def best_ratio(names):
         ratios = [methods[n]["ratio_to_evokernel"] for n in names if "ratio_to_evokernel" in methods.get(n, {})]
         return min(ratios, default=None)
@@ -247,8 +254,29 @@ def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str])
     if case.search_gain:
         goals.append((f"GA {case.search_gain:g}x faster than random search", best_ratio([EVOKERNEL["random"]]),
                       case.search_gain))
+    if curve is not None and budget is not None:
+        goals.append((f"GA at {EARLY_SHARE:.0%} of its final speed within the first third of its budget",
+                      early_share(curve, budget), EARLY_SHARE))
     return [{"goal": goal, "ratio": ratio, "needed": needed, "met": ratio >= needed}
             for goal, ratio, needed in goals if ratio is not None]
+
+
+def early_share(curve: dict, budget: Budget) -> float:
+    """The share of its final speed a search had reached within ``EARLY_PART`` of
+    ``budget`` (of its seconds, else of its evaluations), from its ``_curve``.
+
+    >>> curve = {"history_ms": [None, 4.0, 2.0, 1.0], "history_seconds": [1, 2, 3, 9]}
+    >>> early_share(curve, Budget(seconds=9)), early_share(curve, Budget(evaluations=8))
+    (0.5, 0.25)
+    """
+    best = curve["history_ms"]
+    if budget.seconds is not None and curve.get("history_seconds"):
+        marks, limit = curve["history_seconds"], budget.seconds * EARLY_PART
+    else:
+        marks, limit = range(1, len(best) + 1), (budget.evaluations or len(best)) * EARLY_PART
+    early = [b for b, mark in zip(best, marks) if mark <= limit and b is not None]
+    final = next((b for b in reversed(best) if b is not None), None)
+    return final / early[-1] if early and final else 0.0
 
 
 def _tune(op: Operator, config: Config, strategy: str, target: Target, threads: int, cache: Path):

@@ -215,6 +215,21 @@ def test_search_target_compares_the_two_searches_kernels():
     assert got == {"as fast as the best autoscheduler": (0.9, False), "GA 1.3x faster than random search": (1.4, True)}
 
 
+def test_early_speed_target_reads_the_ga_curve_at_a_third_of_the_budget():
+    from evokernel.bench._run import targets
+    from evokernel.search import Budget
+
+    case = bench.Case("x", lambda: None)
+    methods = {"Adams2019": {"ratio_to_evokernel": 1.2}}
+    curve = {"history_ms": [None, 3.0, 1.0, 0.95, 0.9], "history_seconds": [0.5, 1.0, 19.0, 21.0, 50.0]}
+    goal = "GA at 90% of its final speed within the first third of its budget"
+    early = {t["goal"]: t for t in targets(case, methods, bench.AUTOSCHEDULERS, curve, Budget(seconds=60))}[goal]
+    assert early["ratio"] == pytest.approx(0.9) and early["met"]
+    late = {t["goal"]: t for t in targets(case, methods, bench.AUTOSCHEDULERS, curve, Budget(seconds=54))}[goal]
+    assert late["ratio"] == pytest.approx(0.3) and not late["met"]
+    assert goal not in {t["goal"] for t in targets(case, methods, bench.AUTOSCHEDULERS)}
+
+
 def test_a_pathological_method_stops_at_four_times_the_limit():
     protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
     timings = bench.time_side_by_side({"stuck": lambda: time.sleep(0.03), "fast": lambda: None}, protocol)

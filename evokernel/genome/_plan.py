@@ -141,9 +141,10 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
             extents = _region(stage, every[split:], every[:split])
     parallel = gene.parallel if location == ROOT else 0
     tasks = space.threads * gene.tasks if parallel else 0
-    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks)])
+    exact = at_loop is None  # at root, a stage's extents are known; inside a consumer, estimated
+    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks, exact)])
     if stage.has_update:
-        update = _plan_definition(stage, gene, extents, True, parallel, tasks)
+        update = _plan_definition(stage, gene, extents, True, parallel, tasks, exact)
         result.definitions.append(update)
         result.intermediate = _intermediate(stage, update)
     return result
@@ -194,7 +195,13 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],
-                     update: bool, parallel: int, tasks: int = 0) -> Definition:
+                     update: bool, parallel: int, tasks: int = 0, exact: bool = True) -> Definition:
+    """One definition's directives and loops. Where its ``extents`` are only
+    estimated (``exact`` false: a stage computed inside its consumer, whose region
+    also depends on stencil offsets the estimate leaves out), vector lanes and
+    unrolled loops are always split off by their factor, never the whole loop
+    (a 33-lane padded row vectorised whole aborted LLVM; a loop of a region's
+    symbolic extent cannot be unrolled)."""
     d = Definition()
     dims = stage.dims
     tiles = _fit(gene.tiles, dims, (1, 1))
@@ -219,14 +226,16 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
             _split(d, chain, t2, "_i", tail)
         if i == vector:
             width = min(gene.width, chain[-1].extent)
+            if not exact:
+                width = 1 << (width.bit_length() - 1)  # a power of two: the region may be wider
             if width > 1:
-                if width < chain[-1].extent:
+                if width < chain[-1].extent or not exact:
                     _split(d, chain, width, "_v", tail)
                 lanes_loop = chain.pop()
                 d.directives.append(("vectorize", lanes_loop.name))
         if unroll[i] > 1 and chain and chain[-1].extent > 1:
-            if unroll[i] < chain[-1].extent:
-                _split(d, chain, unroll[i], "_u", tail)
+            if unroll[i] < chain[-1].extent or not exact:
+                _split(d, chain, min(unroll[i], chain[-1].extent), "_u", tail)
             u = chain.pop()
             d.directives.append(("unroll", u.name))
             unrolled.append((i, u))

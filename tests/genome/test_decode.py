@@ -4,6 +4,8 @@ schedule: Python that, run against fresh Funcs, schedules them the same way."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import halide as hl
@@ -219,3 +221,42 @@ def test_producers_are_computed_per_tile_not_per_task():
     algorithm = op.algorithm()
     apply(genome, algorithm, space)
     np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", [op for _, op in FAMILIES], ids=FAMILY_IDS)
+def test_a_stage_inside_its_consumer_vectorises_and_unrolls_split_off_loops(op):
+    """Inside a consumer a stage's extents are estimates (stencil offsets are left
+    out), so lanes and unrolled loops are split off by their factor, and lanes are
+    a power of two, never a whole loop of the estimated extent."""
+    space = space_of(op)
+    rng = seeded(5)
+    for _ in range(60):
+        genome = random_genome(space, rng)
+        for stage_plan in plan(space, genome):
+            if stage_plan.at_loop is None:
+                continue
+            for d in stage_plan.definitions:
+                splits = {x[3]: x[4] for x in d.directives if x[0] == "split"}
+                for kind, name, *_ in (x for x in d.directives if x[0] in ("vectorize", "unroll")):
+                    assert name in splits, (kind, name, d.directives)
+                    if kind == "vectorize":
+                        assert splits[name] & (splits[name] - 1) == 0
+
+
+def test_a_padded_row_wider_than_its_estimate_builds():
+    """A conv's padded input computed at an inner reduction loop spans one column
+    more than the estimate; vectorised whole, that 33-lane loop aborted LLVM inside
+    the build (a lost Ray worker per candidate). Built in a child process, so a
+    regression fails this test rather than ending the test run."""
+    genome = '{"stages":[{"location":-1,"order":[2,3,1,0],"parallel":2,"rdepth":0,"rsplit":[],"runroll":0,"tiles":[[1,1],[1,1],[1,1],[1,1]],"unroll":[1,2,16,1],"vector":0,"width":16},{"location":4,"order":[3,2,1,0],"parallel":2,"rdepth":0,"rsplit":[],"runroll":0,"tasks":2,"tiles":[[1,1],[1,1],[1,1],[1,1]],"unroll":[1,1,1,1],"vector":0,"width":64},{"location":3,"order":[3,2,1,0],"parallel":0,"rdepth":16,"rsplit":[2,1,4],"runroll":0,"tiles":[[1,1],[1,1],[1,1],[1,1]],"unroll":[2,1,8,1],"vector":0,"width":16},{"location":0,"order":[3,2,1,0],"parallel":2,"rdepth":0,"rsplit":[],"runroll":0,"tiles":[[32,32],[1,1],[8,8],[1,1]],"unroll":[1,1,16,1],"vector":0,"width":32}]}'
+    code = (
+        "import json, evokernel as ek\n"
+        "from evokernel.genome import Genome, ScheduleSpace\n"
+        "from evokernel.evaluators import build\n"
+        "from evokernel.target import Target\n"
+        "op = ek.operators.conv2d(1, 64, 56, 56, 64, 3, pad=1)\n"
+        "target = Target.parse('host')\n"
+        "space = ScheduleSpace.of(op, target, 2)\n"
+        f"build(op, space, Genome.from_dict(json.loads({genome!r})), target)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -4,6 +4,7 @@ crossover make is valid, decodes onto Halide, or fails only as a HalideError."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import halide as hl
 import pytest
@@ -206,3 +207,16 @@ def test_a_stage_read_by_two_stages_is_computed_where_both_find_it():
             assert row_sum.location == INLINE or exps.location <= row_sum.location
         build(op, space, genome, Target.parse("host"))  # raises BuildFailure if Halide rejects it
     assert at_loops, "some schedules still compute exps inside the output's loops"
+
+
+def test_templates_also_compute_inlined_algorithm_stages_at_root():
+    """Each template comes with a twin whose inlined stages of the algorithm (a
+    conv's padded input) are computed at root; optional copies stay as they are."""
+    space = space_of(dict(FAMILIES)["conv2d"])
+    found = {g.key: g for g in templates(space)}
+    padded = next(i for i, s in enumerate(space.stages) if s.can_inline and not s.optional)
+    inlined = [g for g in found.values() if g.stages[padded].location == INLINE]
+    assert inlined
+    for genome in inlined:
+        twin = genome.replace_stage(padded, replace(genome.stages[padded], location=ROOT))
+        assert twin.key in found

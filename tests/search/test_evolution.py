@@ -60,6 +60,14 @@ def test_first_generation_is_the_same_for_the_same_seed():
     assert all(repair(space, g) == g for g in genomes)
 
 
+def test_the_first_generation_holds_every_template_even_past_mu():
+    op = OPS["conv2d"]
+    count = len(templates(space_of(op)))
+    assert count > SMALL.mu
+    history, _, _, space = run_evolve(op, Budget(evaluations=count), seed=0)
+    assert [g for g, _ in history] == templates(space)
+
+
 def test_seeds_go_first():
     op = OPS["matmul"]
     evaluator, context = prepared(op)

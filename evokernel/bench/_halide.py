@@ -15,7 +15,7 @@ from ..runtime import _native, _paths
 from ..target import Target
 from ._timing import Timing
 
-_CHECK_ONLY = Protocol(min_calls=1, max_calls=1, min_time=0.0)  # with best 0: the check call alone
+_CHECK_ONLY = Protocol(max_calls=0)  # the check call alone
 
 
 class HalideMethods:
@@ -47,7 +47,7 @@ class HalideMethods:
         except EvokernelError as error:
             entry.update(status="failed", error=str(error))
             return
-        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, best=0.0, timeout=self.call_timeout)
+        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, best=None, timeout=self.call_timeout)
         if m.outcome is not Outcome.OK:
             entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
                          error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)

@@ -28,7 +28,8 @@ class Protocol:
     """How a kernel is timed: the check call comes first and is the warm-up (code,
     caches and the output buffer are hot after it); then ``warmup`` further untimed
     calls, then batches of calls until ``min_time`` seconds are measured (at least
-    ``min_calls``, at most ``max_calls``); the median is the kernel's time.
+    ``min_calls``, at most ``max_calls``); the median is the kernel's time. With
+    ``max_calls=0`` the check call is the one timing (a baseline that takes seconds).
 
     Precision is spent where it decides something. Against the best time so far:
     a kernel whose check call is ``slow_factor`` times slower is timed by that call
@@ -174,10 +175,13 @@ def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measu
                            message=f"max abs error {error:.3g} exceeds tolerance")
     if best is not None and check_seconds > protocol.slow_factor * best:
         return Measurement(Outcome.OK, (check_seconds,), error, "timed once: slower than the cut-off")
+    if protocol.max_calls < 1:
+        return Measurement(Outcome.OK, (check_seconds,), error, "timed by its check call")
     if protocol.warmup:
         kernel.time(arrays, protocol.warmup)
-    measured = list(kernel.time(arrays, max(1, protocol.screen_calls)))
-    if best is not None and min(measured) > protocol.screen_factor * best:
+    screening = best is not None
+    measured = list(kernel.time(arrays, max(1, min(protocol.max_calls, protocol.screen_calls if screening else 1))))
+    if screening and min(measured) > protocol.screen_factor * best:
         return Measurement(Outcome.OK, tuple(measured), error, "screened: slower than the best")
     while len(measured) < protocol.max_calls and (
             len(measured) < protocol.min_calls or sum(measured) < protocol.min_time):

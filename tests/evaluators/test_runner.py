@@ -162,6 +162,15 @@ def test_a_slow_first_call_stops_at_the_cutoff(runner, libraries):
     assert m.outcome is Outcome.OK and len(m.times) == 1 and "cut-off" in m.message
 
 
+def test_max_calls_zero_times_a_kernel_by_its_check_call(runner, libraries):
+    """The tuner's unscheduled baseline (seconds a call for a big gemm) costs one call."""
+    m = runner.measure(libraries["copy"], FUNCTION, Protocol(max_calls=0), best=None, timeout=10.0)
+    assert m.outcome is Outcome.OK and len(m.times) == 1 and "check call" in m.message
+    one = runner.measure(libraries["copy"], FUNCTION, Protocol(min_calls=1, max_calls=1, min_time=0.0), best=None,
+                         timeout=10.0)
+    assert len(one.times) == 1, "without a best there is no screening: one warm call"
+
+
 def test_a_kernel_slower_than_the_best_gets_only_the_screening_calls(runner, libraries):
     """Between the cut-off and the screen: ``screen_calls`` warm calls, not ``min_calls``."""
     slow = Protocol(min_calls=4, max_calls=100, min_time=1.0, slow_factor=1e12, screen_factor=1.0, screen_calls=2)

@@ -200,8 +200,9 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     estimated (``exact`` false: a stage computed inside its consumer, whose region
     also depends on stencil offsets the estimate leaves out), vector lanes and
     unrolled loops are always split off by their factor, never the whole loop
-    (a 33-lane padded row vectorised whole aborted LLVM; a loop of a region's
-    symbolic extent cannot be unrolled)."""
+    (a conv's padded row, 33 wide where the estimate said 32, vectorised whole
+    aborted LLVM; a loop of a region's symbolic extent cannot be unrolled). Where
+    the estimate is right, the loop left outside has one iteration."""
     d = Definition()
     dims = stage.dims
     tiles = _fit(gene.tiles, dims, (1, 1))
@@ -226,8 +227,6 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
             _split(d, chain, t2, "_i", tail)
         if i == vector:
             width = min(gene.width, chain[-1].extent)
-            if not exact:
-                width = 1 << (width.bit_length() - 1)  # a power of two: the region may be wider
             if width > 1:
                 if width < chain[-1].extent or not exact:
                     _split(d, chain, width, "_v", tail)

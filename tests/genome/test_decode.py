@@ -226,8 +226,8 @@ def test_producers_are_computed_per_tile_not_per_task():
 @pytest.mark.parametrize("op", [op for _, op in FAMILIES], ids=FAMILY_IDS)
 def test_a_stage_inside_its_consumer_vectorises_and_unrolls_split_off_loops(op):
     """Inside a consumer a stage's extents are estimates (stencil offsets are left
-    out), so lanes and unrolled loops are split off by their factor, and lanes are
-    a power of two, never a whole loop of the estimated extent."""
+    out), so lanes and unrolled loops are split off by their factor, never a whole
+    loop of the estimated extent."""
     space = space_of(op)
     rng = seeded(5)
     for _ in range(60):
@@ -236,11 +236,9 @@ def test_a_stage_inside_its_consumer_vectorises_and_unrolls_split_off_loops(op):
             if stage_plan.at_loop is None:
                 continue
             for d in stage_plan.definitions:
-                splits = {x[3]: x[4] for x in d.directives if x[0] == "split"}
+                split_off = {x[3] for x in d.directives if x[0] == "split"}
                 for kind, name, *_ in (x for x in d.directives if x[0] in ("vectorize", "unroll")):
-                    assert name in splits, (kind, name, d.directives)
-                    if kind == "vectorize":
-                        assert splits[name] & (splits[name] - 1) == 0
+                    assert name in split_off, (kind, name, d.directives)
 
 
 def test_a_padded_row_wider_than_its_estimate_builds():

@@ -12,6 +12,7 @@ import random
 from dataclasses import replace
 
 from ._genome import INLINE, ROOT, Genome, StageGene
+from ._plan import plan
 from ._space import ScheduleSpace, StageSpace
 
 MAX_UNROLLED_LANES = 512  # unroll factors x vector width (or rfactor lanes), bounds code size
@@ -308,8 +309,10 @@ def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, ti
     unroll[0] = lanes_mult
     if j < reduction.dims:
         unroll[j] = tile
-    at_tile_loop = output.dims - out_gene.parallel + 1  # the output's parallel loops are fused into one
-    r_gene = replace(_flat_gene(space, reduction), location=at_tile_loop, parallel=0,
-                     unroll=tuple(unroll), rdepth=4 * reduction.dims)
+    r_gene = replace(_flat_gene(space, reduction), parallel=0, unroll=tuple(unroll), rdepth=4 * reduction.dims)
     genome = flat.replace_stage(len(space.stages) - 1, out_gene)
-    return genome.replace_stage(r_index, r_gene)
+    sites = [loop.name for loop in plan(space, genome)[-1].loops]
+    tile_loop = f"{output.vars[j]}_t"
+    # just outside the register tile's loop (which the update unrolls), else below the fused parallel loop
+    at_tile = sites.index(tile_loop) if tile_loop in sites else output.dims - out_gene.parallel + 1
+    return genome.replace_stage(r_index, replace(r_gene, location=max(1, at_tile)))

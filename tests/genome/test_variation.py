@@ -20,6 +20,7 @@ from evokernel.genome import (
     crossover,
     factors,
     mutate,
+    plan,
     random_genome,
     repair,
     templates,
@@ -220,3 +221,24 @@ def test_templates_also_compute_inlined_algorithm_stages_at_root():
     for genome in inlined:
         twin = genome.replace_stage(padded, replace(genome.stages[padded], location=ROOT))
         assert twin.key in found
+
+
+def test_register_tiled_templates_compute_the_reduction_per_tile():
+    """The reduction goes just outside the output's register-tile loop, whatever
+    loops the output has: a 1x1 conv on 14x14 has no loop over x tiles, and a
+    fixed depth put the accumulator inside the channel tile (one vector per
+    reduction: 0.39 ms against 0.09)."""
+    op = ek.operators.conv2d(1, 32, 14, 14, 32, 1)
+    space = space_of(op)
+    acc = next(i for i, s in enumerate(space.stages) if s.has_update)
+    tiled = [g for g in templates(space) if g.stages[acc].location > 0 and g.stages[acc].rdepth]
+    assert tiled
+    checked = 0
+    for genome in tiled:
+        plans = plan(space, genome)
+        loops = [l.name for l in plans[-1].definitions[-1].loops]
+        tile = next((i for i, name in enumerate(loops) if name.endswith("_t")), None)
+        if tile is not None:  # (a tile of the batch, extent 1, has no loop)
+            assert plans[acc].at_loop == loops[tile - 1]
+            checked += 1
+    assert checked >= 4

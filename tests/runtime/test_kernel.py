@@ -171,6 +171,24 @@ def test_repeated_calls_with_new_inputs(relu):
         np.testing.assert_array_equal(kernel(x), np.maximum(x, 0))
 
 
+def test_calls_on_the_same_arrays_reuse_their_binding_safely(relu):
+    """A loop over the same arrays skips reading their addresses: the arrays of the
+    last call stay referenced, so their memory can neither be freed nor moved, and
+    a new array in any place is bound afresh."""
+    op, kernel = relu
+    (x,) = inputs(op, 3)
+    out = np.empty_like(x)
+    for _ in range(3):
+        np.testing.assert_array_equal(kernel(x, out=out), np.maximum(x, 0))
+    x[:] = -x  # same array, new contents
+    np.testing.assert_array_equal(kernel(x, out=out), np.maximum(x, 0))
+    with pytest.raises(ValueError, match="resize"):
+        x.resize(x.size * 4)  # referenced by the kernel: NumPy refuses to move its data
+    other = np.empty_like(x)
+    np.testing.assert_array_equal(kernel(x, out=other), np.maximum(x, 0))
+    np.testing.assert_array_equal(kernel(x.copy(), out=out), np.maximum(x, 0))
+
+
 # -- what tune refuses ------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["int7", "int32", "float16", "complex64", "bogus", np.int64])

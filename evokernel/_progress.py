@@ -56,11 +56,13 @@ Display = Callable[[TuningProgress], None]
 
 
 class Tracker:
-    """Follows one run: stamps each evaluation with the seconds since ``start``,
-    keeps the best time and the failures, and hands a snapshot to ``display``."""
+    """Follows one run: stamps each evaluation with the seconds since ``start`` (its
+    creation, until the tuner sets it to the search's start), keeps the best time
+    and the failures, and hands a snapshot to ``display``."""
 
-    def __init__(self, operator_key: str, budget: Budget, start: float, display: Display | None):
-        self.operator_key, self.budget, self.start, self.display = operator_key, budget, start, display
+    def __init__(self, operator_key: str, budget: Budget, display: Display | None):
+        self.operator_key, self.budget, self.display = operator_key, budget, display
+        self.start = time.monotonic()
         self.stamps: dict[str, float] = {}
         self.best: float | None = None
         self.baseline: float | None = None

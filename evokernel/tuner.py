@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 import uuid
 from collections import Counter
 from typing import Sequence
 
 from ._progress import Tracker, display_for
 from .errors import TuningError
-from .evaluators import Context, Evaluator, Protocol, Result, Settings, create_evaluator, default_threads
+from .evaluators import CHECK_ONLY, Context, Evaluator, Result, Settings, create_evaluator, default_threads
 from .genome import Genome, ScheduleSpace, unscheduled
 from .operators import Operator
 from .runtime import _paths, _store
@@ -30,7 +29,6 @@ log = logging.getLogger("evokernel")
 
 #: Candidates timed again side by side before the winner is chosen.
 FINALISTS = 3
-_BASELINE = Protocol(max_calls=0)  # timed by its check call: the unscheduled gemm 1024³ takes 4 s a call
 
 
 def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed: int | None = None, *,
@@ -75,11 +73,11 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     space = ScheduleSpace.of(operator, target, threads)
     context = Context(operator, target, space, threads, root, seed, settings or Settings())
     records = Records(root / "records.sqlite3")
-    tracker = Tracker(operator.key, budget, time.monotonic(), display)
+    tracker = Tracker(operator.key, budget, display)
     log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, _budget_text(budget), seed)
     try:
         ev.prepare(context)
-        baseline = ev.evaluate_one(unscheduled(space), _BASELINE)
+        baseline = ev.evaluate_one(unscheduled(space), CHECK_ONLY)
         tracker.baseline = baseline.time if baseline.ok else None
         clock = budget.clock()  # the budget is the search's: starting Ray and the baseline come first
         tracker.start = clock.start

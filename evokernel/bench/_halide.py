@@ -9,13 +9,11 @@ import numpy as np
 
 from ..errors import EvokernelError
 from ..evaluators import FUNCTION, Outcome
-from ..evaluators._runner import Protocol, Runner, Task
+from ..evaluators._runner import CHECK_ONLY, Runner, Task
 from ..operators import Operator
 from ..runtime import _native, _paths
 from ..target import Target
 from ._timing import Timing
-
-_CHECK_ONLY = Protocol(max_calls=0)  # the check call alone
 
 
 class HalideMethods:
@@ -47,7 +45,7 @@ class HalideMethods:
         except EvokernelError as error:
             entry.update(status="failed", error=str(error))
             return
-        m = self.runner.measure(library, FUNCTION, _CHECK_ONLY, best=None, timeout=self.call_timeout)
+        m = self.runner.measure(library, FUNCTION, CHECK_ONLY, best=None, timeout=self.call_timeout)
         if m.outcome is not Outcome.OK:
             entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
                          error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)

@@ -5,9 +5,9 @@ from ._evaluator import (Context, Evaluator, InlineEvaluator, LocalEvaluator, Se
                          default_threads)
 from ._ray import RayEvaluator, runner_resources
 from ._result import Outcome, Result
-from ._runner import Protocol
+from ._runner import CHECK_ONLY, Protocol
 
 __all__ = [
     "FUNCTION", "Artifact", "BuildFailure", "build", "Context", "Evaluator", "InlineEvaluator",
-    "LocalEvaluator", "RayEvaluator", "runner_resources", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol",
+    "LocalEvaluator", "RayEvaluator", "runner_resources", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol", "CHECK_ONLY",
 ]

@@ -29,7 +29,7 @@ class Protocol:
     caches and the output buffer are hot after it); then ``warmup`` further untimed
     calls, then batches of calls until ``min_time`` seconds are measured (at least
     ``min_calls``, at most ``max_calls``); the median is the kernel's time. With
-    ``max_calls=0`` the check call is the one timing (a baseline that takes seconds).
+    ``max_calls=0`` (``CHECK_ONLY``) the check call is the one timing.
 
     Precision is spent where it decides something. Against the best time so far:
     a kernel whose check call is ``slow_factor`` times slower is timed by that call
@@ -45,6 +45,11 @@ class Protocol:
     slow_factor: float = 5.0
     screen_factor: float = 1.5
     screen_calls: int = 3
+
+
+#: Timed by the check call alone: a baseline that takes seconds a call (the
+#: unscheduled gemm 1024³: 4 s), or a method checked before it is timed elsewhere.
+CHECK_ONLY = Protocol(max_calls=0)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,8 @@ def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measu
     if protocol.warmup:
         kernel.time(arrays, protocol.warmup)
     screening = best is not None
-    measured = list(kernel.time(arrays, max(1, min(protocol.max_calls, protocol.screen_calls if screening else 1))))
+    first = max(1, min(protocol.max_calls, protocol.screen_calls)) if screening else 1
+    measured = list(kernel.time(arrays, first))
     if screening and min(measured) > protocol.screen_factor * best:
         return Measurement(Outcome.OK, tuple(measured), error, "screened: slower than the best")
     while len(measured) < protocol.max_calls and (

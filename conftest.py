@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from evokernel.runtime._paths import ENV_VAR
+from evokernel.codegen import ENV_VAR
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import evokernel as ek
-from evokernel.evaluators import Context, InlineEvaluator, LocalEvaluator, Outcome, RayEvaluator, default_threads
-from evokernel.evaluators._ray import ensure_ray
+from evokernel.codegen import default_threads
+from evokernel.evaluators import Context, InlineEvaluator, LocalEvaluator, Outcome, RayEvaluator, ensure_ray
 from evokernel.genome import ScheduleSpace, random_genome, templates
 
 OPERATORS = {

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import evokernel as ek
-from evokernel.evaluators import FUNCTION, build, default_threads
+from evokernel.codegen import FUNCTION, build, default_threads
 from evokernel.genome import ScheduleSpace
-from evokernel.runtime import _native, _paths
+from evokernel import codegen
 
 OPERATORS = {
     "gemm 512^3": lambda: ek.operators.matmul(512, 512, 512),
@@ -28,17 +28,17 @@ OPERATORS = {
 }
 
 
-def unscheduled(op, target: ek.Target, threads: int) -> _native.NativeKernel:
+def unscheduled(op, target: ek.Target, threads: int) -> codegen.NativeKernel:
     space = ScheduleSpace.from_algorithm(op.algorithm(), target.natural_vector_size(op.dtype), threads)
-    native_dir = _paths.native_dir(_paths.cache_dir())
-    runtime = _native.runtime_library(target.string, native_dir)
-    library = _native.link_kernel(build(op, space, None, target).object_bytes, runtime, native_dir)
+    native_dir = codegen.native_dir(codegen.cache_dir())
+    runtime = codegen.runtime_library(target.string, native_dir)
+    library = codegen.link_kernel(build(op, space, None, target).object_bytes, runtime, native_dir)
     specs = (*op.inputs, op.output)
-    return _native.NativeKernel(library, FUNCTION, _native.load_runtime(runtime, threads),
+    return codegen.NativeKernel(library, FUNCTION, codegen.load_runtime(runtime, threads),
                                 [s.shape for s in specs], [s.dtype for s in specs])
 
 
-def side_by_side(op, kernel: ek.Kernel, baseline: _native.NativeKernel, rounds: int = 5) -> tuple[float, float]:
+def side_by_side(op, kernel: ek.Kernel, baseline: codegen.NativeKernel, rounds: int = 5) -> tuple[float, float]:
     arrays = op.random_inputs(np.random.default_rng(0))
     out = np.empty(op.output.shape, op.output.dtype)
     tuned, base = [], []

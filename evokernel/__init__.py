@@ -8,30 +8,26 @@
 True
 """
 
-from . import errors, evaluators, operators
+from . import errors, evaluators, export, operators, search, store
 from ._progress import TuningProgress
-from .errors import (BudgetError, CacheError, EvokernelError, ExportError, KernelCallError, NotTunedError,
-                     OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
+from ._version import __version__
+from .codegen import CompiledObject
+from .errors import (BudgetError, BuildError, CacheError, EvokernelError, ExportError, KernelCallError,
+                     NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
                      UnsupportedDtypeError)
 from .evaluators import Outcome, Result
+from .export import CLibrary, compile_for, export_c, export_tengine_plugin
 from .genome import Genome
-from .runtime import Kernel
-from .runtime._catalog import CachedKernel, cached_kernels
-from .runtime._cross import CompiledObject, compile_for
-from .runtime._export_c import CLibrary, export_c
-from .runtime._export_tengine import export_tengine_plugin
-from .runtime._records import records
-from .runtime._store import load, load_kernel
 from .search import Budget, SearchSettings
+from .store import CachedKernel, Kernel, KernelMeta, cached_kernels, load, load_kernel, records
 from .target import Target
 from .tuner import tune
-
-__version__ = "0.1.0"
 
 __all__ = [
     "tune", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
     "export_tengine_plugin", "ExportError", "TuningProgress", "Kernel", "Target",
-    "Budget", "SearchSettings", "Genome", "Outcome", "Result", "operators", "evaluators", "errors",
+    "Budget", "SearchSettings", "Genome", "Outcome", "Result", "KernelMeta", "operators", "evaluators", "search",
+    "store", "export", "errors", "BuildError",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
     "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "__version__",
 ]

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ._format import format_failures, format_seconds
 from .evaluators import Result
-from .runtime._kernel import format_failures, format_seconds
 from .search import Budget
 
 

@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from . import operators
+from ._format import format_seconds
+from .bench import main as bench_main
 from .errors import EvokernelError
-from .runtime._catalog import cached_kernels
-from .runtime._kernel import format_seconds
+from .evaluators import RayEvaluator, reachable
+from .export import EXPORTERS
+from .store import cached_kernels
 from .target import Target
 from .tuner import tune
 
 DEMO_BUDGET = "20s"
-OPERATORS = ("matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "relu", "relu6", "add",
-             "softmax")
+OPERATORS = tuple(operators.factories())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,9 +83,6 @@ def _scalar(text: str):
 
 def _evaluator(args):
     if args.cluster:
-        from .evaluators import RayEvaluator
-        from .evaluators._ray import reachable
-
         return RayEvaluator(address=reachable(args.cluster, what="--cluster"))
     return args.evaluator
 
@@ -172,22 +171,14 @@ def cmd_export(args) -> int:
     if not kernels:
         raise EvokernelError("the cache holds no kernels to export (evokernel tune ... first)")
     loaded = [k.load() for k in {k.id: k for k in kernels}.values()]
-    if args.format == "c":
-        from . import export_c
-
-        written = export_c(loaded, args.path, name=args.name)
-    else:
-        from . import export_tengine_plugin
-
-        written = export_tengine_plugin(loaded, args.path)
+    options = {"name": args.name} if args.format == "c" else {}
+    written = EXPORTERS[args.format](loaded, args.path, **options)
     paths = [written] if isinstance(written, Path) else [getattr(written, f.name) for f in dataclasses.fields(written)]
     print(f"exported {len(loaded)} kernels:", *paths, sep="\n  ")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
-
     return bench_main(args.rest)
 
 
@@ -242,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=cmd_show)
 
     export = sub.add_parser("export", parents=[common], help="export cached kernels as a C library or Tengine plugin")
-    export.add_argument("format", choices=("c", "tengine"))
+    export.add_argument("format", choices=tuple(EXPORTERS))
     export.add_argument("path", help="c: a directory; tengine: the plugin's .so path")
     export.add_argument("--operator", action="append", nargs="+", metavar="KERNEL",
                         help="export this kernel: an id, an operator name or key, or an operator and its "

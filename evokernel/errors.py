@@ -33,8 +33,8 @@ class SearchSettingsError(EvokernelError, ValueError):
 
 
 class BuildError(EvokernelError, RuntimeError):
-    """Compiling or linking generated code failed outside of the search
-    (during the search, failures are recorded, never raised)."""
+    """Halide rejected a schedule, or compiling or linking generated code failed.
+    During a search these become recorded ``compile_error`` results, never raised."""
 
 
 class KernelRuntimeError(EvokernelError, RuntimeError):

@@ -10,6 +10,7 @@ from functools import cached_property, lru_cache
 
 import halide as hl
 
+from ._dtypes import halide_type
 from .errors import TargetError
 
 _ISA_PREFIXES = ("sse", "avx", "fma", "f16c", "x86apx", "arm", "sve", "rvv", "vsx", "power")
@@ -75,8 +76,6 @@ class Target:
 
     def natural_vector_size(self, dtype: str) -> int:
         """Lanes of one native vector register for ``dtype`` on this target."""
-        from .operators._base import halide_type
-
         return self.halide.natural_vector_size(halide_type(dtype))
 
     def runs_on(self, host: "Target") -> bool:

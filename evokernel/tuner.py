@@ -15,25 +15,28 @@ from collections import Counter
 from typing import Sequence
 
 from ._progress import Tracker, display_for
+from .codegen import cache_dir as resolve_cache_dir
+from .codegen import default_threads
 from .errors import TuningError
-from .evaluators import CHECK_ONLY, Context, Evaluator, Result, Settings, create_evaluator, default_threads
+from .evaluators import CHECK_ONLY, Context, Evaluator, Result, create_evaluator
 from .genome import Genome, ScheduleSpace, unscheduled
 from .operators import Operator
-from .runtime import _paths, _store
-from .runtime._kernel import Kernel, TuningStats
-from .runtime._records import Records
-from .search import Budget, BudgetClock, SearchSettings, evolve
+from .search import Budget, BudgetClock, SearchSettings, SearchStrategy, create_strategy, run_search
+from .store import Kernel, KernelMeta, Record, Records, TuningStats, cached_entry, from_entry, open_records, store
 from .target import Target
 
 log = logging.getLogger("evokernel")
 
 #: Candidates timed again side by side before the winner is chosen.
 FINALISTS = 3
+#: The best recorded genomes a resumed search starts from.
+SEEDS = 16
 
 
 def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed: int | None = None, *,
-         retune: bool = False, evaluator: "str | Evaluator" = "ray", search: SearchSettings | None = None,
-         settings: Settings | None = None, threads: int | None = None, cache_dir=None, progress=None) -> Kernel:
+         retune: bool = False, evaluator: "str | Evaluator" = "ray",
+         strategy: "str | SearchSettings | SearchStrategy" = "ga", records: "str | Records" = "sqlite",
+         threads: int | None = None, cache_dir=None, progress=None) -> Kernel:
     """Evolve a fast schedule for ``operator`` on ``target`` within ``budget``.
 
     ``budget`` (the search's: starting the evaluator and timing the unscheduled
@@ -44,7 +47,10 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     ``evaluator`` is ``"ray"`` (default: parallel builds on the local Ray instance,
     started on first use, or on ``$RAY_ADDRESS``), ``"local"`` (no Ray: builds here,
     kernels timed in a killable worker process), ``"inline"`` (debugging) or an
-    ``Evaluator``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``. ``progress``: ``None``
+    ``Evaluator`` (any ``Builder`` and ``Runner``). ``strategy`` is ``"ga"`` (default),
+    ``"random"``, an ``ek.SearchSettings`` or any ``ek.search.SearchStrategy`` object.
+    ``records`` is where evaluations are kept: ``"sqlite"`` (the cache directory's
+    database, default), ``"memory"`` or an ``ek.store.Records``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``. ``progress``: ``None``
     (a live bar when stderr is a terminal), ``True``, ``False`` or a callable given an
     ``ek.TuningProgress`` after each evaluation.
 
@@ -59,62 +65,62 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
         raise TypeError(f"tune() needs an operator such as ek.operators.matmul(...), got {type(operator).__name__}")
     target = Target.parse(target)
     budget = Budget.parse(budget)
+    search = create_strategy(strategy)
     display = display_for(progress, operator.key)
-    root = _paths.cache_dir(cache_dir)
+    root = resolve_cache_dir(cache_dir)
     threads = threads or default_threads()
     if not retune:
-        entry = _store.cached_entry(root, operator, target)
-        if entry is not None and not budget.exceeds(Budget(**entry.meta["budget"])):
-            log.info("%s: cached kernel (tuned with budget %s)", operator.key, entry.meta["stats"]["budget"])
-            return _store.from_entry(root, operator, entry, threads)
+        entry = cached_entry(root, operator, target)
+        if entry is not None and not budget.exceeds(entry.meta.budget):
+            log.info("%s: cached kernel (tuned with budget %s)", operator.key, entry.meta.budget)
+            return from_entry(root, operator, entry, threads)
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     ev = create_evaluator(evaluator)
     ev.check_target(target)  # a TargetError naming the ways out when no runner can execute it
     space = ScheduleSpace.of(operator, target, threads)
-    context = Context(operator, target, space, threads, root, seed, settings or Settings())
-    records = Records(root / "records.sqlite3")
+    context = Context(operator, target, space, threads, root, seed)
+    db = open_records(records, root)
     tracker = Tracker(operator.key, budget, display)
-    log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, _budget_text(budget), seed)
+    log.info("tuning %s on %s, budget %s, seed %d", operator.key, target.string, budget, seed)
     try:
         ev.prepare(context)
         baseline = ev.evaluate_one(unscheduled(space), CHECK_ONLY)
         tracker.baseline = baseline.time if baseline.ok else None
         clock = budget.clock()  # the budget is the search's: starting Ray and the baseline come first
         tracker.start = clock.start
-        history = _search(operator, target, space, ev, records, clock, seed, search or SearchSettings(),
-                          resume=not retune, tracker=tracker)
+        history = _search(operator, target, space, ev, db, clock, seed, search, resume=not retune, tracker=tracker)
         winner, result = _choose(ev, history)
         artifact = ev.artifact(winner)
     finally:
         tracker.close()
         ev.close()
-        records.close()
+        if db is not records:  # opened here by name; a store passed in stays open
+            db.close()
     stats = TuningStats(
         time=result.time, spread=result.spread or 0.0, baseline=baseline.time if baseline.ok else None,
         history=tuple(_best_so_far(history)), history_seconds=tuple(tracker.stamps[g.key] for g, _ in history),
         outcomes=dict(Counter(r.outcome.value for _, r in history)),
-        elapsed=clock.elapsed(), budget=_budget_text(budget), seed=seed)
+        elapsed=clock.elapsed(), budget=str(budget), seed=seed)
     log.info("%s: best %.4g ms after %d evaluations in %.1f s", operator.key, result.time * 1e3, len(history),
              stats.elapsed)
-    meta = _store.kernel_meta(operator, target, winner, artifact.schedule, stats, budget)
-    return _store.store(root, meta, artifact.object_bytes, operator, threads)
+    meta = KernelMeta.new(operator, target, winner, artifact.schedule, stats, budget)
+    return store(root, meta, artifact.object_bytes, operator, threads)
 
 
 def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evaluator, records: Records,
-            clock: BudgetClock, seed: int, search: SearchSettings, resume: bool,
+            clock: BudgetClock, seed: int, strategy: SearchStrategy, resume: bool,
             tracker: Tracker) -> list[tuple[Genome, Result]]:
-    """Run the evolution, recording every new result and telling ``tracker``; with
+    """Run the search, recording every new result and telling ``tracker``; with
     ``resume``, reuse the trusted records (their genomes are neither rebuilt nor re-timed)."""
     known: dict[str, tuple[Genome, Result]] = {}
     if resume:
-        known = {r.genome.key: (r.genome, r.result)
-                 for r in records.find(operator.key, target.string, trusted_only=True)}
+        known = {r.genome.key: (r.genome, r.result) for r in records.trusted(operator.key, target.string)}
     run_id = uuid.uuid4().hex
     if known:
         log.info("%s: resuming from %d recorded evaluations", operator.key, len(known))
 
     def record(genome: Genome, result: Result) -> None:
-        records.add(operator.key, target.string, genome, result, run_id)
+        records.add(Record.new(operator.key, target.string, genome, result, run_id))
         known[genome.key] = (genome, result)
         tracker.add(genome.key, result)
 
@@ -130,8 +136,8 @@ def _search(operator: Operator, target: Target, space: ScheduleSpace, ev: Evalua
         return out
 
     best_known = sorted((gr for gr in known.values() if gr[1].ok), key=lambda gr: gr[1].time)
-    seeds = [g for g, _ in best_known[: search.mu]]
-    return evolve(space, evaluate, clock, random.Random(seed), search, seeds=seeds)
+    seeds = [g for g, _ in best_known[:SEEDS]]
+    return run_search(strategy, space, evaluate, clock, random.Random(seed), seeds=seeds)
 
 
 def _choose(ev: Evaluator, history: list) -> tuple[Genome, Result]:
@@ -156,11 +162,3 @@ def _best_so_far(history: list) -> list[float]:
         out.append(best)
     return out
 
-
-def _budget_text(budget: Budget) -> str:
-    parts = []
-    if budget.seconds is not None:
-        parts.append(f"{budget.seconds:g}s")
-    if budget.evaluations is not None:
-        parts.append(f"{budget.evaluations} evaluations")
-    return " or ".join(parts)

@@ -12,10 +12,11 @@ import halide as hl
 import numpy as np
 
 import evokernel as ek
-from evokernel.evaluators import Context, LocalEvaluator, Protocol, Settings, default_threads
+from evokernel import codegen
+from evokernel.codegen import default_threads
+from evokernel.evaluators import Context, LocalEvaluator, Protocol, Settings
 from evokernel.genome import ScheduleSpace
 from evokernel.operators import Stage
-from evokernel.runtime import _paths
 from evokernel.target import Target
 
 #: One (or two) operators per family; primes and sizes below one vector register.
@@ -106,7 +107,8 @@ def prepared(op, seed: int = 0, settings: Settings = QUICK, evaluator=None):
     target = Target.parse("host")
     threads = default_threads()
     space = space_of(op, threads=threads)
-    context = Context(op, target, space, threads, _paths.cache_dir(), seed, settings)
+    context = Context(op, target, space, threads, codegen.cache_dir(), seed)
     evaluator = evaluator or LocalEvaluator()
+    evaluator.settings = settings
     evaluator.prepare(context)
     return evaluator, context

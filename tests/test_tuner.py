@@ -122,7 +122,7 @@ def test_inline_evaluator_agrees_with_local(tmp_path):
 
 def test_unknown_evaluator_and_bad_budget_are_refused_before_work():
     op = ek.operators.relu((4,))
-    with pytest.raises(ValueError, match="evaluator"):
+    with pytest.raises(ek.EvokernelError, match="evaluator"):
         ek.tune(op, budget=2, evaluator="ray-cluster-9")
     with pytest.raises(ek.BudgetError):
         ek.tune(op, budget="soon")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluators._build import FUNCTION
+from ..codegen import FUNCTION
 
 AUTOSCHEDULERS = ("Mullapudi2016", "Li2018", "Adams2019")
 

@@ -7,11 +7,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..codegen import FUNCTION, NativeKernel, link_kernel, load_runtime, native_dir, runtime_library
 from ..errors import EvokernelError
-from ..evaluators import FUNCTION, Outcome
-from ..evaluators._runner import CHECK_ONLY, Runner, Task
+from ..evaluators import CHECK_ONLY, Outcome, Task, WorkerProcess
 from ..operators import Operator
-from ..runtime import _native, _paths
 from ..target import Target
 from ._timing import Timing
 
@@ -29,23 +28,23 @@ class HalideMethods:
                  reference: np.ndarray, call_timeout: float, max_seconds: float):
         self.op, self.inputs = op, inputs
         self.call_timeout, self.max_seconds = call_timeout, max_seconds
-        self.dir = _paths.native_dir(cache)
-        self.runtime_path = _native.runtime_library(target.string, self.dir)
-        self.runtime = _native.load_runtime(self.runtime_path, threads)
+        self.dir = native_dir(cache)
+        self.runtime_path = runtime_library(target.string, self.dir)
+        self.runtime = load_runtime(self.runtime_path, threads)
         specs = (*op.inputs, op.output)
         self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]
-        self.runner = Runner(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
+        self.worker = WorkerProcess(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
                                   *op.tolerance))
         self.once: dict[str, Timing] = {}
 
     def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
         """Link and check one method; record its fate in ``entry``, or bind it into ``calls``."""
         try:
-            library = _native.link_kernel(object_bytes, self.runtime_path, self.dir)
+            library = link_kernel(object_bytes, self.runtime_path, self.dir)
         except EvokernelError as error:
             entry.update(status="failed", error=str(error))
             return
-        m = self.runner.measure(library, FUNCTION, CHECK_ONLY, best=None, timeout=self.call_timeout)
+        m = self.worker.measure(library, FUNCTION, CHECK_ONLY, best=None, timeout=self.call_timeout)
         if m.outcome is not Outcome.OK:
             entry.update(status="wrong" if m.outcome is Outcome.WRONG_RESULT else "failed",
                          error=f"{m.outcome.value}: {m.message}", max_error=m.max_error)
@@ -56,7 +55,7 @@ class HalideMethods:
             calls[name] = self._bind(library)
 
     def _bind(self, library: Path) -> Callable[[], np.ndarray]:
-        kernel = _native.NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
+        kernel = NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
         out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
         arrays = [*self.inputs, out]
 
@@ -66,4 +65,4 @@ class HalideMethods:
         return call
 
     def close(self) -> None:
-        self.runner.close()
+        self.worker.close()

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,12 +26,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import EvokernelError
-from ..evaluators import default_threads
-from ..evaluators._runner import check
+from ..codegen import cache_dir as resolve_cache_dir
+from ..codegen import default_threads
+from ..evaluators import check, shutdown_local_ray
 from ..operators import Operator
-from ..runtime import _paths
-from ..search import Budget, SearchSettings
+from ..search import Budget
 from ..target import Target
+from ..tuner import tune
 from ._autoschedule import AUTOSCHEDULERS, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
 from ._halide import HalideMethods
@@ -95,7 +95,7 @@ def run(cases: Sequence[Case], config: Config = Config(),
                          "evaluator": config.evaluator, "target": target.string,
                          "protocol": dataclasses.asdict(config.protocol)}}
     with tempfile.TemporaryDirectory(prefix="evokernel-bench-") as tmp:
-        cache = _paths.cache_dir(config.cache_dir or tmp)
+        cache = resolve_cache_dir(config.cache_dir or tmp)
         results = {**header, "operators": []}
         for case in cases:
             results["operators"].append(_bench_case(case, config, target, threads, cache))
@@ -180,7 +180,7 @@ def _tuned(label: str, op: Operator, config: Config, target: Target, threads: in
             log.warning("%s: %s failed: %s", label, name, str(error).splitlines()[0])
             continue
         methods[name]["schedule"] = kernel.schedule
-        halide.add(name, kernel._object, methods[name], calls)
+        halide.add(name, kernel.object_bytes, methods[name], calls)
         search[strategy] = _curve(kernel.stats)
     return search
 
@@ -189,10 +189,7 @@ def _stop_local_ray() -> None:
     """Stop the local Ray instance that ``tune`` started in this process, if any (the
     next ``tune`` starts it again), so that its idle processes do not share the
     cores with the kernels being timed."""
-    if "ray" in sys.modules:
-        from ..evaluators import _ray
-
-        _ray._shutdown()
+    shutdown_local_ray()
 
 
 def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods: dict, calls: dict) -> None:
@@ -280,10 +277,8 @@ def early_share(curve: dict, budget: Budget) -> float:
 
 
 def _tune(op: Operator, config: Config, strategy: str, target: Target, threads: int, cache: Path):
-    from ..tuner import tune
-
     return tune(op, target, budget=config.budget, seed=config.seed, retune=True, evaluator=config.evaluator,
-                search=SearchSettings(strategy=strategy), threads=threads, cache_dir=cache)
+                strategy=strategy, threads=threads, cache_dir=cache)
 
 
 def _checked(call: Callable[[], object], reference: np.ndarray, rtol: float, atol: float) -> dict:

@@ -1,13 +1,26 @@
-"""Evaluators: build candidates, check them against the reference, time them."""
+"""Evaluators: build candidates, check them against the reference, time them.
 
-from ._build import FUNCTION, Artifact, BuildFailure, build
-from ._evaluator import (Context, Evaluator, InlineEvaluator, LocalEvaluator, Settings, create_evaluator,
-                         default_threads)
-from ._ray import RayEvaluator, runner_resources
+A ``Builder`` compiles genomes into artifacts, a ``Runner`` checks and times them
+on the target; an ``Evaluator`` combines the two (as TVM's meta_schedule does).
+``create_evaluator`` makes one by name: ``"ray"``, ``"local"``, ``"inline"``.
+"""
+
+from ._builder import Builder, LocalBuilder
+from ._cluster import (ensure_ray, local_runner_resources, reachable, runner_resource_for, runner_resources,
+                       shutdown_local_ray)
+from ._context import Context, Settings
+from ._evaluator import Evaluator, InlineEvaluator, LocalEvaluator
+from ._factory import EVALUATORS, create_evaluator
+from ._process import WorkerProcess
+from ._protocol import CHECK_ONLY, Measurement, Protocol, Task, check, run_one
+from ._ray import RayBuilder, RayEvaluator, RayRunner
 from ._result import Outcome, Result
-from ._runner import CHECK_ONLY, Protocol
+from ._runner import InlineRunner, LocalRunner, Runner
 
 __all__ = [
-    "FUNCTION", "Artifact", "BuildFailure", "build", "Context", "Evaluator", "InlineEvaluator",
-    "LocalEvaluator", "RayEvaluator", "runner_resources", "Settings", "create_evaluator", "default_threads", "Outcome", "Result", "Protocol", "CHECK_ONLY",
+    "Builder", "LocalBuilder", "RayBuilder", "Runner", "LocalRunner", "InlineRunner", "RayRunner",
+    "Evaluator", "LocalEvaluator", "InlineEvaluator", "RayEvaluator", "EVALUATORS", "create_evaluator",
+    "Context", "Settings", "Protocol", "CHECK_ONLY", "Measurement", "Task", "check", "run_one",
+    "Outcome", "Result", "runner_resources", "local_runner_resources", "runner_resource_for", "ensure_ray",
+    "reachable", "shutdown_local_ray", "WorkerProcess",
 ]

@@ -1,144 +1,44 @@
 """Evaluation on Ray: builds as parallel tasks, timing on one runner actor per target.
 
-- Builds are Ray tasks of one CPU each, so a batch spreads over every core of every
-  node. A build that outlives the compile timeout is cancelled (its worker killed):
-  ``compile_timeout``. A build worker that dies under it (a crash in Halide, a kill
-  from outside) is retried once by Ray, then recorded as ``compile_error``.
-- Timing happens on a runner actor that needs the target's runner resource
-  (``runner_resources(target)``): only nodes that offer it time candidates. The
-  actor checks and times kernels in its own killable worker process (see
-  ``_runner``). Builds and timings alternate batch by batch (a batch is four
-  builds per CPU), so nothing is built while a kernel is timed.
-- Without an address (nor ``RAY_ADDRESS``), the first use starts a local Ray on
-  loopback, sized to this machine, quiet and without dashboard, offering the host's
-  runner resource; it is reused and shut down at exit.
+- ``RayBuilder``: builds are Ray tasks of one CPU each, so a batch spreads over every
+  core of every node. A build that outlives the compile timeout is cancelled (its
+  worker killed): ``compile_timeout``. A build worker that dies under it (a crash in
+  Halide, a kill from outside) is retried once by Ray, then recorded as
+  ``compile_error``.
+- ``RayRunner``: timing happens on a runner actor that needs the target's runner
+  resource (``runner_resources(target)``): only nodes that offer it time candidates.
+  The actor checks and times kernels in its own killable worker process.
+- ``RayEvaluator`` combines them: builds and timings alternate batch by batch (a
+  batch is four builds per CPU), so nothing is built while a kernel is timed.
 """
 
 from __future__ import annotations
 
-import atexit
+import dataclasses
 import logging
-import os
-import socket
+import sys
 import time
 from pathlib import Path
 
+from ..codegen import FUNCTION, Artifact, build, cache_dir, install_library, link_kernel, native_dir, runtime_library
 from ..errors import EvokernelError
 from ..genome import Genome
 from ..target import Target
-from ._build import FUNCTION, Artifact, BuildFailure, build, genome_key
-from ._evaluator import Context, Evaluator, no_runner
+from ._builder import Builder
+from ._cluster import ensure_ray, node_id, runner_resource_for
+from ._context import Context, Settings
+from ._evaluator import Evaluator
+from ._process import WorkerProcess
+from ._protocol import Measurement, Protocol, Task
 from ._result import Outcome, Result
-from ._runner import Measurement, Protocol, Runner, Task
+from ._runner import Runner, no_runner
 
-RESOURCE_PREFIX = "evokernel-runner:"
 log = logging.getLogger("evokernel")
-
-
-def runner_resources(target: "str | Target" = "host") -> dict[str, float]:
-    """The custom resource a Ray node offers to time kernels: named after the node's
-    own target (its CPU, plus a GPU API such as ``-opencl`` or ``-cuda`` for a node
-    with such a device), it serves every target that node can run. Pass it to
-    ``ray start --resources`` on the nodes that should run timings.
-
-    >>> sorted(runner_resources("x86-64-linux-avx2"))
-    ['evokernel-runner:x86-64-linux-avx2']
-    """
-    return {RESOURCE_PREFIX + Target.parse(target).string: 1.0}
-
-
-def local_runner_resources() -> dict[str, float]:
-    """The runner resources this machine offers: its CPU's, and one per GPU API
-    with a device here (``...-opencl`` where an OpenCL device is found)."""
-    from ..target import gpu_available
-
-    resources = runner_resources("host")
-    for api in ("opencl", "cuda"):
-        if gpu_available(api):
-            resources.update(runner_resources(f"host-{api}"))
-    return resources
-
-
-def runner_resource_for(target: Target, offered: dict) -> str | None:
-    """The runner resource in ``offered`` (a cluster's resources) of a node that can
-    run ``target``, preferring an exact match."""
-    names = [n for n in offered if n.startswith(RESOURCE_PREFIX) and offered[n] >= 1]
-    exact = RESOURCE_PREFIX + target.string
-    if exact in names:
-        return exact
-    return next((n for n in sorted(names) if target.runs_on(Target(n[len(RESOURCE_PREFIX):]))), None)
-
-
-_STARTED_HERE = False
-
-
-def reachable(address: str, timeout: float = 5.0, what: str = "a Ray cluster address") -> str:
-    """``address`` if a Ray head answers there; else an ``EvokernelError`` at once
-    (``ray.init`` would retry a dead address for minutes).
-
-    >>> reachable("head", what="--cluster")
-    Traceback (most recent call last):
-    evokernel.errors.EvokernelError: --cluster takes HOST:PORT (the Ray head's address), got 'head'
-    """
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise EvokernelError(f"{what} takes HOST:PORT (the Ray head's address), got {address!r}")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as error:
-        raise EvokernelError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from None
-    return address
-
-
-def ensure_ray(address: str | None = None):
-    """Connect to ``address`` (or ``$RAY_ADDRESS``), or start the local instance
-    once; returns the ``ray`` module."""
-    global _STARTED_HERE
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "auto":
-        reachable(address)
-    if not address:
-        # On Linux, Ray binds to the machine's network address unless this is set
-        # before Ray is imported: keep the embedded instance on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # Ray runs its workers at nice 15, below everything else on the machine; on
-        # the embedded instance they do the tuning itself (builds ~17% slower, and
-        # timings open to any background process, at 15).
-        os.environ.setdefault("RAY_worker_niceness", "0")
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    if address:
-        ray.init(address=address, **quiet)
-        return ray
-    from ._evaluator import default_threads
-
-    ray.init(address="local", num_cpus=default_threads(), resources=local_runner_resources(), **quiet)
-    _STARTED_HERE = True
-    atexit.register(_shutdown)
-    return ray
-
-
-def _shutdown() -> None:
-    import ray
-
-    if _STARTED_HERE and ray.is_initialized():
-        ray.shutdown()
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
 
 
 def _ship_code_by_value(operator) -> None:
     """A custom operator's functions may live in a module Ray workers cannot import
     (a test file, a notebook helper): send those modules' code along by value."""
-    import sys
-
     from ray import cloudpickle
 
     for fn in (getattr(operator, "algorithm_fn", None), getattr(operator, "reference_fn", None)):
@@ -152,105 +52,42 @@ def _ship_code_by_value(operator) -> None:
 
 def _node_runtime(target: str) -> tuple[Path, Path]:
     """This node's directory of compiled code and its runtime library for ``target``."""
-    from ..runtime import _native, _paths
-
-    native = _paths.native_dir(_paths.cache_dir())
-    return native, _native.runtime_library(target, native)
+    native = native_dir(cache_dir())
+    return native, runtime_library(target, native)
 
 
-def _build_task(context_parts: tuple, genome: Genome | None) -> tuple:
+def _build_task(context_parts: tuple, genome: Genome) -> tuple:
     """Runs in a Ray worker: returns (artifact or None, message, node id)."""
-    import dataclasses
-
-    from ..runtime import _native
-
     operator, space, target = context_parts
     try:
         artifact = build(operator, space, genome, target)
         native, runtime = _node_runtime(target.string)
-        library = _native.link_kernel(artifact.object_bytes, runtime, native)
+        library = link_kernel(artifact.object_bytes, runtime, native)
         artifact = dataclasses.replace(artifact, library=library.read_bytes(), runtime=runtime.name)
-        return artifact, "", _node_id()
-    except (BuildFailure, EvokernelError) as error:
-        return None, str(error), _node_id()
+        return artifact, "", node_id()
+    except EvokernelError as error:
+        return None, str(error), node_id()
 
 
-class _RunnerActor:
-    """Checks and times kernels on one node, in a killable worker process."""
-
-    def __init__(self, task: Task, target: str, threads: int):
-        self.native_dir, self.runtime = _node_runtime(target)
-        task.runtime, task.threads = str(self.runtime), threads
-        self.runner = Runner(task)
-
-    def measure(self, artifact: Artifact, protocol: Protocol, best, timeout: float) -> tuple:
-        from ..runtime import _native
-
-        try:
-            if artifact.library is not None and artifact.runtime == self.runtime.name:
-                library = _native.install_library(artifact.library, self.native_dir)
-            else:  # linked against another runtime build: link here
-                library = _native.link_kernel(artifact.object_bytes, self.runtime, self.native_dir)
-        except EvokernelError as error:
-            return Measurement(Outcome.COMPILE_ERROR, message=str(error)), _node_id()
-        return self.runner.measure(library, FUNCTION, protocol, best, timeout), _node_id()
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-class RayEvaluator(Evaluator):
-    """Evaluate on Ray: ``RayEvaluator()`` uses (or starts) the local instance,
-    ``RayEvaluator(address="host:6379")`` joins a cluster.
-
-    A candidate builds in ~0.07 s (gemm 512) to ~0.25 s (conv2d) here;
-    ``compile_timeout`` cuts off the rare one LLVM takes minutes over (some
-    64-lane ``rfactor`` gemms), which would hold a CPU for much of a short budget.
-
-    ``build_nodes`` and ``timing_nodes`` record the Ray node of every build and
-    every timing, for inspection.
-    """
+class RayBuilder(Builder):
+    """Builds as Ray tasks of one CPU each, one task per CPU of the cluster in
+    flight; ``nodes`` records the Ray node of every build."""
 
     batch_per_slot = 4
 
     def __init__(self, address: str | None = None, compile_timeout: float = 15.0):
-        super().__init__()
         self.address, self.compile_timeout = address, compile_timeout
-        self._actor = None
-        self.build_nodes: list[str] = []
-        self.timing_nodes: list[str] = []
-
-    def check_target(self, target: Target) -> None:
-        """Raise ``TargetError`` unless a node of the cluster offers a runner resource
-        for ``target``."""
-        self._runner_resource(target)
-
-    def _runner_resource(self, target: Target) -> str:
-        resource = runner_resource_for(target, ensure_ray(self.address).cluster_resources())
-        if resource is None:
-            raise no_runner(target, "on any node of the Ray cluster")
-        return resource
+        self.nodes: list[str] = []
 
     def prepare(self, context: Context) -> None:
-        self.close()
         super().prepare(context)
-        ray = ensure_ray(self.address)
-        resource = self._runner_resource(context.target)
+        self._ray = ray = ensure_ray(self.address)
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._ray = ray
         _ship_code_by_value(context.operator)
         self._parts = ray.put((context.operator, context.space, context.target))
-        self._build = ray.remote(num_cpus=1, max_retries=1)(_build_task)
-        self._actor_class = ray.remote(num_cpus=0, max_restarts=0)(_RunnerActor)
-        self._actor_options = {"resources": {resource: 1}}
-        self._task = context.task()
-        self._actor = self._new_actor()
+        self._task = ray.remote(num_cpus=1, max_retries=1)(_build_task)
 
-    def _new_actor(self):
-        return self._actor_class.options(**self._actor_options).remote(
-            self._task, self.context.target.string, self.context.threads)
-
-    def build_batch(self, genomes: list[Genome | None]) -> list[Artifact | Result]:
+    def build(self, genomes: list[Genome]) -> list[Artifact | Result]:
         """Build with one task per CPU in flight, the next submitted as one ends, so
         every build gets ``compile_timeout`` from its start and a slow one holds up
         only its own CPU."""
@@ -270,32 +107,87 @@ class RayEvaluator(Evaluator):
                 if time.monotonic() - submitted >= self.compile_timeout:
                     ray.cancel(ref, force=True)
                     del running[ref]
-                    out[index] = Result(genome_key(genomes[index]), Outcome.COMPILE_TIMEOUT,
+                    out[index] = Result(genomes[index].key, Outcome.COMPILE_TIMEOUT,
                                         message=f"build still running after {self.compile_timeout:g} s")
         return out
 
-    def _submit(self, genome: Genome | None):
-        return self._build.remote(self._parts, genome)
+    def _submit(self, genome: Genome):
+        """Start one build task; returns its object ref."""
+        return self._task.remote(self._parts, genome)
 
-    def _built(self, genome: Genome | None, ref) -> "Artifact | Result":
+    def _built(self, genome: Genome, ref) -> "Artifact | Result":
         try:
             artifact, message, node = self._ray.get(ref)
         except Exception as error:  # the build worker died twice: report, go on
-            return Result(genome_key(genome), Outcome.COMPILE_ERROR, message=f"build worker lost: {error}")
-        self.build_nodes.append(node)
-        return artifact if artifact is not None else Result(genome_key(genome), Outcome.COMPILE_ERROR,
-                                                            message=message)
+            return Result(genome.key, Outcome.COMPILE_ERROR, message=f"build worker lost: {error}")
+        self.nodes.append(node)
+        return artifact if artifact is not None else Result(genome.key, Outcome.COMPILE_ERROR, message=message)
+
+
+class _RunnerActor:
+    """Checks and times kernels on one node, in a killable worker process."""
+
+    def __init__(self, task: Task, target: str, threads: int):
+        self.native_dir, self.runtime = _node_runtime(target)
+        task.runtime, task.threads = str(self.runtime), threads
+        self.worker = WorkerProcess(task)
+
+    def measure(self, artifact: Artifact, protocol: Protocol, best, timeout: float) -> tuple:
+        try:
+            if artifact.library is not None and artifact.runtime == self.runtime.name:
+                library = install_library(artifact.library, self.native_dir)
+            else:  # linked against another runtime build: link here
+                library = link_kernel(artifact.object_bytes, self.runtime, self.native_dir)
+        except EvokernelError as error:
+            return Measurement(Outcome.COMPILE_ERROR, message=str(error)), node_id()
+        return self.worker.measure(library, FUNCTION, protocol, best, timeout), node_id()
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+class RayRunner(Runner):
+    """Times on a runner actor placed on a node that offers the target's runner
+    resource, replaced if it is lost; ``nodes`` records the node of every timing."""
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+        self._actor = None
+        self.nodes: list[str] = []
+
+    def check_target(self, target: Target) -> None:
+        """Raise ``TargetError`` unless a node of the cluster offers a runner resource
+        for ``target``."""
+        self._resource(target)
+
+    def _resource(self, target: Target) -> str:
+        resource = runner_resource_for(target, ensure_ray(self.address).cluster_resources())
+        if resource is None:
+            raise no_runner(target, "on any node of the Ray cluster")
+        return resource
+
+    def prepare(self, context: Context) -> None:
+        self.close()
+        super().prepare(context)
+        self._ray = ray = ensure_ray(self.address)
+        self._actor_class = ray.remote(num_cpus=0, max_restarts=0)(_RunnerActor)
+        self._actor_options = {"resources": {self._resource(context.target): 1}}
+        self._task = context.task()
+        self._actor = self._new_actor()
+
+    def _new_actor(self):
+        return self._actor_class.options(**self._actor_options).remote(
+            self._task, self.context.target.string, self.context.threads)
 
     def measure(self, artifact: Artifact, best, timeout: float, protocol: Protocol) -> Measurement:
-        ray = self._ray
         try:
-            m, node = ray.get(self._actor.measure.remote(artifact, protocol, best, timeout),
-                              timeout=timeout + 60)
+            m, node = self._ray.get(self._actor.measure.remote(artifact, protocol, best, timeout),
+                                    timeout=timeout + 60)
         except Exception as error:  # the runner actor itself was lost: replace it
             log.warning("runner actor lost (%s); starting a new one", type(error).__name__)
             self._replace_actor()
             return Measurement(Outcome.RUN_CRASH, message=f"runner lost: {type(error).__name__}")
-        self.timing_nodes.append(node)
+        self.nodes.append(node)
         return m
 
     def _replace_actor(self) -> None:
@@ -315,4 +207,25 @@ class RayEvaluator(Evaluator):
             self._actor = None
 
 
-__all__ = ["RayEvaluator", "runner_resources", "local_runner_resources", "ensure_ray"]
+class RayEvaluator(Evaluator):
+    """Evaluate on Ray: ``RayEvaluator()`` uses (or starts) the local instance,
+    ``RayEvaluator(address="host:6379")`` joins a cluster.
+
+    A candidate builds in ~0.07 s (gemm 512) to ~0.25 s (conv2d) here;
+    ``compile_timeout`` cuts off the rare one LLVM takes minutes over (some
+    64-lane ``rfactor`` gemms), which would hold a CPU for much of a short budget.
+    ``build_nodes`` and ``timing_nodes`` record the Ray node of every build and
+    every timing, for inspection.
+    """
+
+    def __init__(self, address: str | None = None, compile_timeout: float = 15.0, settings: Settings | None = None):
+        super().__init__(RayBuilder(address, compile_timeout), RayRunner(address), settings)
+        self.address, self.compile_timeout = address, compile_timeout
+
+    @property
+    def build_nodes(self) -> list[str]:
+        return self.builder.nodes
+
+    @property
+    def timing_nodes(self) -> list[str]:
+        return self.runner.nodes

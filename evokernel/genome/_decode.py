@@ -11,7 +11,8 @@ import halide as hl
 
 from ..operators._base import Algorithm
 from ._genome import INLINE, ROOT, Genome
-from ._plan import OUTERMOST, MemoryType, TailStrategy, plan
+from ._loops import OUTERMOST, MemoryType, TailStrategy
+from ._plan import plan
 from ._space import ScheduleSpace
 
 

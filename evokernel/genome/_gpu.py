@@ -25,17 +25,7 @@ from __future__ import annotations
 import math
 
 from ._genome import INLINE, ROOT, StageGene
-from ._plan import (
-    Definition,
-    Loop,
-    MemoryType,
-    StagePlan,
-    _ceil_div,
-    _fit,
-    _plan_reduction,
-    _region,
-    _split,
-)
+from ._loops import Definition, Loop, MemoryType, StagePlan, ceil_div, fit, plan_reduction, region, split
 from ._space import ScheduleSpace, StageSpace
 
 MAX_THREADS = 256     # threads per block: every CUDA GPU and OpenCL device takes this many
@@ -55,7 +45,7 @@ def plan_gpu_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
     site = consumer.loops[at]
     nest = consumer.definitions[-1].loops
     inside = nest[[l.name for l in nest].index(site.name) + 1:]
-    extents = _region(stage, inside)
+    extents = region(stage, inside)
     if consumer.gpu == "kernel" and at == 0 and stage.dims:
         result = _staged(stage, gene, extents)
     else:
@@ -96,7 +86,7 @@ def _order(stage: StageSpace, gene: StageGene) -> tuple[int, ...]:
 def _tile_sizes(stage: StageSpace, gene: StageGene, tiled: list[int]) -> dict[int, list[int]]:
     """Block tile and elements per thread of each tiled variable, at most
     ``MAX_THREADS`` threads per block."""
-    tiles = _fit(gene.tiles, stage.dims, (1, 1))
+    tiles = fit(gene.tiles, stage.dims, (1, 1))
     sizes = {}
     for i in tiled:
         extent, (t1, t2) = stage.extents[i], tiles[i]
@@ -104,7 +94,7 @@ def _tile_sizes(stage: StageSpace, gene: StageGene, tiled: list[int]) -> dict[in
         sizes[i] = [block, t2 if 1 < t2 < block else 1]
 
     def threads(i: int) -> int:
-        return _ceil_div(sizes[i][0], sizes[i][1])
+        return ceil_div(sizes[i][0], sizes[i][1])
 
     while math.prod(threads(i) for i in tiled) > MAX_THREADS:
         widest = max(tiled, key=threads)
@@ -118,15 +108,15 @@ def _kernel_definition(stage: StageSpace, gene: StageGene, update: bool) -> tupl
     order = _order(stage, gene)
     tiled = _thread_vars(stage, gene, stage.extents, order)
     sizes = _tile_sizes(stage, gene, tiled)
-    unroll = _fit(gene.unroll, stage.dims, 1)
+    unroll = fit(gene.unroll, stage.dims, 1)
     tail = "ShiftInwards" if stage.is_output and not update else "GuardWithIf"
     blocks, threads, serial = [], [], []
     for i in tiled:  # innermost first
         chain = [Loop(stage.vars[i], stage.extents[i])]
         block, per_thread = sizes[i]
-        _split(d, chain, block, "_t", tail)
+        split(d, chain, block, "_t", tail)
         if per_thread > 1:
-            _split(d, chain, per_thread, "_i", tail)
+            split(d, chain, per_thread, "_i", tail)
             serial.append(chain[2])
             if unroll[i] > 1 and per_thread <= 16:
                 d.directives.append(("unroll", chain[2].name))
@@ -136,7 +126,7 @@ def _kernel_definition(stage: StageSpace, gene: StageGene, update: bool) -> tupl
     serial.reverse()  # outermost first
     reduction: list[Loop] = []
     if update:
-        reduction = _plan_reduction(d, stage, gene)
+        reduction = plan_reduction(d, stage, gene)
     depth = max(0, min(gene.rdepth, len(serial))) if update else 0
     loops = rest + blocks + threads + serial[: len(serial) - depth] + reduction + serial[len(serial) - depth:]
     if len(loops) > 1:
@@ -169,7 +159,7 @@ def _staged(stage: StageSpace, gene: StageGene, extents: tuple[int, ...]) -> Sta
             chain = [Loop(stage.vars[i], extents[i])]
             count = min(extents[i], per_dim)
             if count < extents[i]:
-                _split(d, chain, count, "_t", "GuardWithIf")
+                split(d, chain, count, "_t", "GuardWithIf")
                 outer.insert(0, chain[0])
             threads.insert(0, chain[-1])
         rest = [Loop(stage.vars[i], extents[i]) for i in order if i not in tiled]

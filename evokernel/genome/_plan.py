@@ -5,20 +5,17 @@ Halide will receive, and the loop nest they produce. Every factor is clamped to 
 the loop can take here, so any gene values give a well-formed plan: the plan is the
 single place where a genome acquires meaning, for decoding, printing and repairing.
 
-Loop names keep Halide's idiom ``split(x, x, x_t, 64)``: the outer loop keeps the
-old name, the inner one gets a suffix (``_t`` tile, ``_i`` inner tile, ``_u``
-unrolled, ``_v`` vector lanes, ``_r`` inner reduction split).
-
-For a GPU target (``space.gpu``) the same genes are read as GPU mappings: see ``_gpu``.
+The CPU planner is here; for a GPU target (``space.gpu``) the same genes are read
+as GPU mappings (``_gpu``). Both build on the loop-nest primitives of ``_loops``.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from dataclasses import dataclass, field
 
 from ._genome import INLINE, ROOT, Genome, StageGene
+from ._gpu import plan_gpu_stage
+from ._loops import (OUTERMOST, Definition, Intermediate, Loop, StagePlan, ceil_div, fit, outside_reduction,
+                     plan_reduction, region, serial_loops, split)
 from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
@@ -26,94 +23,9 @@ from ._space import ScheduleSpace, StageSpace
 SCHEDULE_ENCODING = 5
 
 
-@dataclass(frozen=True)
-class TailStrategy:
-    """Name of a Halide ``TailStrategy`` (kept as data so plans stay Halide-free)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class MemoryType:
-    """Name of a Halide ``MemoryType`` (GPU shared memory, for staged producers)."""
-
-    name: str
-
-
-@dataclass
-class Loop:
-    name: str
-    extent: int
-    rvar: bool = False
-    site: bool = True  # other stages may be computed at it (not at a loop over parallel tasks)
-
-
-@dataclass
-class Definition:
-    """Directives for one definition (pure or update) and its final loop nest."""
-
-    directives: list[tuple] = field(default_factory=list)
-    loops: list[Loop] = field(default_factory=list)  # outermost first
-
-
-@dataclass
-class StagePlan:
-    location: int                  # INLINE, ROOT, or an index into the consumer's loops
-    at_loop: str | None = None     # the consumer loop named by ``location``
-    definitions: list[Definition] = field(default_factory=list)
-    gpu: str = ""                  # GPU targets: "kernel", "shared" or "serial" (see ``_gpu``)
-    sites: list[Loop] | None = None  # GPU targets: the loops producers may be computed at
-    intermediate: "Intermediate | None" = None  # the update's rfactor intermediate, if any
-
-    @property
-    def loops(self) -> list[Loop]:
-        """The loops other stages may be computed at: those of the last definition,
-        less its vector lanes (Halide code computed inside a vectorised loop crashes),
-        unrolled loops (the producer's code would be copied once per unrolled
-        iteration: compiles of half a minute, for no gain) and the loop over
-        parallel tasks (a producer computed per task would span many tiles of the
-        loop inside it, fully unrolled where the gene unrolls: builds past the
-        compile timeout), and none inside an ``rfactor`` intermediate's loop (the
-        intermediate reads the producers there)."""
-        if self.sites is not None:
-            return self.sites
-        if not self.definitions:
-            return []
-        loops = _serial_loops(self.definitions[-1])
-        return _outside_reduction(loops) if self.intermediate is not None else loops
-
-
-def _serial_loops(d: Definition) -> list[Loop]:
-    """``d``'s loops less its vectorised and unrolled ones and its loop over tasks."""
-    excluded = {x[1] for x in d.directives if x[0] in ("vectorize", "unroll")}
-    return [l for l in d.loops if l.name not in excluded and l.site]
-
-
-def _outside_reduction(loops: list[Loop]) -> list[Loop]:
-    return list(itertools.takewhile(lambda l: not l.rvar, loops))
-
-
-OUTERMOST = "__outermost"  # Halide's name of ``Var.outermost()``, outside a Func's every loop
-
-
-@dataclass
-class Intermediate:
-    """The partial reduction ``name = stage.update(0).rfactor([(rvar, lanes)])``:
-    computed at the stage's loop ``at_loop`` (``OUTERMOST``: once per realization
-    of the stage), its ``lanes`` vectorised, looping over the rest of the
-    reduction inside them."""
-
-    name: str
-    at_loop: str
-    definitions: list[Definition]
-
-
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
     """Plan every stage, consumers before producers; returns plans in space order."""
-    if space.gpu:
-        from ._gpu import plan_gpu_stage as plan_stage
-    else:
-        plan_stage = _plan_stage
+    plan_stage = plan_gpu_stage if space.gpu else _plan_stage
     plans: dict[int, StagePlan] = {}
     for index in reversed(range(len(space.stages))):
         stage, gene = space.stages[index], genome.stages[index]
@@ -138,7 +50,7 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
             location, at_loop = at + 1, consumer.loops[at].name
             every = consumer.definitions[-1].loops  # with the vector and unrolled loops
             split = next(i for i, l in enumerate(every) if l.name == at_loop) + 1
-            extents = _region(stage, every[split:], every[:split])
+            extents = region(stage, every[split:], every[:split])
     parallel = gene.parallel if location == ROOT else 0
     tasks = space.threads * gene.tasks if parallel else 0
     exact = at_loop is None  # at root, a stage's extents are known; inside a consumer, estimated
@@ -160,38 +72,10 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
     if factored is None:
         return None
     _, _, lanes, name = factored
-    outside = [l.name for l in _outside_reduction(_serial_loops(update))]
+    outside = [l.name for l in outside_reduction(serial_loops(update))]
     order = ("reorder", lanes, *stage.rvars, *stage.vars)
     return Intermediate(name, outside[-1] if outside else OUTERMOST,
                         [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])
-
-
-def _region(stage: StageSpace, inner_loops: list[Loop], outer_loops: list[Loop] = ()) -> tuple[int, ...]:
-    """Estimated extents of a stage computed inside ``inner_loops`` of its consumer:
-    a variable named like a consumer variable spans the loops of that variable
-    inside, or one point if the consumer only loops over it outside (a row's
-    statistics computed per row); other variables span their full extent."""
-    out = []
-    for var, full in zip(stage.vars, stage.extents):
-        mine = [l.extent for l in inner_loops if not l.rvar and _base(l.name) == var]
-        if mine:
-            out.append(min(full, math.prod(mine)))
-        elif any(not l.rvar and _base(l.name) == var for l in outer_loops):
-            out.append(1)
-        else:
-            out.append(full)
-    return tuple(out)
-
-
-def _base(loop_name: str) -> str:
-    for suffix in ("_t", "_i", "_u", "_v"):
-        if loop_name.endswith(suffix):
-            return _base(loop_name[: -len(suffix)])
-    return loop_name
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],
@@ -205,8 +89,8 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     the estimate is right, the loop left outside has one iteration."""
     d = Definition()
     dims = stage.dims
-    tiles = _fit(gene.tiles, dims, (1, 1))
-    unroll = _fit(gene.unroll, dims, 1)
+    tiles = fit(gene.tiles, dims, (1, 1))
+    unroll = fit(gene.unroll, dims, 1)
     order = gene.order if sorted(gene.order) == list(range(dims)) else tuple(reversed(range(dims)))
     vector = gene.vector if 0 <= gene.vector < dims and gene.width > 1 else -1
     if update and _rfactor_lanes(stage, gene):
@@ -222,19 +106,19 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
         chain = [Loop(var, extent)]
         t1, t2 = tiles[i]
         if 1 < t1 < extent:
-            _split(d, chain, t1, "_t", tail)
+            split(d, chain, t1, "_t", tail)
         if 1 < t2 < chain[-1].extent:
-            _split(d, chain, t2, "_i", tail)
+            split(d, chain, t2, "_i", tail)
         if i == vector:
             width = min(gene.width, chain[-1].extent)
             if width > 1:
                 if width < chain[-1].extent or not exact:
-                    _split(d, chain, width, "_v", tail)
+                    split(d, chain, width, "_v", tail)
                 lanes_loop = chain.pop()
                 d.directives.append(("vectorize", lanes_loop.name))
         if unroll[i] > 1 and chain and chain[-1].extent > 1:
             if unroll[i] < chain[-1].extent or not exact:
-                _split(d, chain, min(unroll[i], chain[-1].extent), "_u", tail)
+                split(d, chain, min(unroll[i], chain[-1].extent), "_u", tail)
             u = chain.pop()
             d.directives.append(("unroll", u.name))
             unrolled.append((i, u))
@@ -254,7 +138,7 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
 
     reduction: list[Loop] = []
     if update:
-        reduction = _plan_rfactor(d, stage, gene) or _plan_reduction(d, stage, gene)
+        reduction = _plan_rfactor(d, stage, gene) or plan_reduction(d, stage, gene)
         depth = max(0, min(gene.rdepth, len(pure)))
         loops = pure[: len(pure) - depth] + reduction + pure[len(pure) - depth:]
     else:
@@ -268,20 +152,6 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     return d
 
 
-def _plan_reduction(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:
-    splits = _fit(gene.rsplit, len(stage.rvars), 1)
-    outer, inner = [], []
-    for name, extent, factor in zip(stage.rvars, stage.rextents, splits):
-        chain = [Loop(name, extent, rvar=True)]
-        if 1 < factor < extent:
-            _split(d, chain, factor, "_r", "GuardWithIf")
-            inner.append(chain[1])
-            if gene.runroll:
-                d.directives.append(("unroll", chain[1].name))
-        outer.append(chain[0])
-    return list(reversed(outer)) + list(reversed(inner))
-
-
 def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:
     """Split the first reduction variable into ``gene.rfactor`` lanes and factor
     them out (Halide's ``rfactor``): the update then only adds up the lanes of an
@@ -293,7 +163,7 @@ def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loo
         return []
     rvar = stage.rvars[0]
     chain = [Loop(rvar, stage.rextents[0], rvar=True)]
-    _split(d, chain, lanes, "_f", "GuardWithIf")
+    split(d, chain, lanes, "_f", "GuardWithIf")
     lane_var = rvar.replace("$", "_") + "_l"
     d.directives.append(("rfactor", chain[1].name, lane_var, f"{stage.name}_intm"))
     return [chain[1]]
@@ -325,20 +195,7 @@ def _plan_parallel(d: Definition, parallel: int, tasks: int = 0) -> None:
         fused = Loop(name, fused.extent * nxt.extent)
     chain = [fused]
     if 0 < tasks < fused.extent:
-        _split(d, chain, _ceil_div(fused.extent, tasks), "_k", "GuardWithIf")
+        split(d, chain, ceil_div(fused.extent, tasks), "_k", "GuardWithIf")
         chain[0].site = False
     d.directives.append(("parallel", fused.name))
     d.loops = chain + d.loops[count:]
-
-
-def _split(d: Definition, chain: list[Loop], factor: int, suffix: str, tail: str) -> None:
-    old = chain[-1]
-    inner = Loop(old.name.replace("$", "_") + suffix, factor, old.rvar)
-    d.directives.append(("split", old.name, old.name, inner.name, factor, TailStrategy(tail)))
-    chain[-1] = Loop(old.name, _ceil_div(old.extent, factor), old.rvar)
-    chain.append(inner)
-
-
-def _fit(values: tuple, length: int, default) -> tuple:
-    values = tuple(values)[:length]
-    return values + (default,) * (length - len(values))

@@ -11,31 +11,11 @@ from ._custom import CustomOperator, custom
 from ._elementwise import Add, Relu, Relu6, add, relu, relu6
 from ._matmul import FullyConnected, MatMul, fc, matmul
 from ._pool import Pool2d, avg_pool2d, max_pool2d
+from ._registry import factories, from_dict
 from ._softmax import Softmax, softmax
 
-_FAMILIES = {cls.family: cls for cls in (MatMul, FullyConnected, Conv2d, Pool2d, Relu, Relu6, Add, Softmax)}
-
-
-def from_dict(data: dict) -> Operator:
-    """Rebuild a built-in operator from ``Operator.to_dict()`` data.
-
-    >>> from_dict(matmul(4, 5, 6).to_dict()) == matmul(4, 5, 6)
-    True
-    """
-    family = data.get("family") if isinstance(data, dict) else None
-    if family not in _FAMILIES:
-        raise ValueError(f"cannot rebuild operator family {family!r} (custom operators carry code, not data)")
-    args = {k: _tuple(v) for k, v in data.get("args", {}).items()}
-    return _FAMILIES[family](**args)
-
-
-def _tuple(value):
-    """JSON lists back to the tuples operators hold."""
-    return tuple(_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
 __all__ = [
-    "from_dict",
+    "from_dict", "factories",
     # factories
     "matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d",
     "relu", "relu6", "add", "softmax", "custom",

@@ -19,22 +19,9 @@ from typing import ClassVar, Sequence
 import halide as hl
 import numpy as np
 
-from ..errors import KernelCallError, OperatorArgumentError, UnsupportedDtypeError
-
-SUPPORTED_DTYPES = ("float32", "float64")
-
-
-def check_dtype(dtype) -> str:
-    """Return the canonical dtype name, or raise ``UnsupportedDtypeError``."""
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in SUPPORTED_DTYPES:
-        raise UnsupportedDtypeError(
-            f"unsupported dtype {dtype!r}: evokernel operators support {', '.join(SUPPORTED_DTYPES)}"
-        )
-    return name
+from .._dtypes import halide_type
+from ..errors import KernelCallError, OperatorArgumentError
+from ._registry import register_family
 
 
 def check_positive(**sizes: int) -> None:
@@ -49,10 +36,6 @@ def check_non_negative(**sizes: int) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise OperatorArgumentError(f"{name} must be a non-negative integer, got {value!r}")
-
-
-def halide_type(dtype: str) -> hl.Type:
-    return {"float32": hl.Float(32), "float64": hl.Float(64)}[check_dtype(dtype)]
 
 
 @dataclass(frozen=True)
@@ -144,6 +127,14 @@ class Operator(abc.ABC):
     the operator's arguments; they validate them in ``__post_init__``."""
 
     family: ClassVar[str] = "operator"
+    #: Whether ``from_dict`` rebuilds it from its arguments (a custom operator carries code).
+    rebuildable: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that names its own ``family`` is registered under it."""
+        super().__init_subclass__(**kwargs)
+        if "family" in cls.__dict__ and cls.rebuildable:
+            register_family(cls)
 
     # -- what subclasses provide -------------------------------------------------
     @property

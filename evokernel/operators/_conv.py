@@ -8,10 +8,12 @@ from typing import ClassVar
 import halide as hl
 import numpy as np
 
+from .._dtypes import check_dtype, halide_type
 from ..errors import OperatorArgumentError
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_positive, halide_type, input_param
+from ._base import Algorithm, Operator, Stage, TensorSpec, check_positive, input_param
 from ._common import (check_choice, check_flag, const, conv_output_size, halide_extents, pair, padded_image,
                       set_fields, windows)
+from ._registry import factory
 
 ACTIVATIONS = (None, "relu", "relu6")
 
@@ -149,6 +151,7 @@ class Conv2d(Operator):
         return y.astype(self.dtype)
 
 
+@factory
 def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, dilation=1, groups: int = 1,
            bias: bool = False, activation: str | None = None, dtype: str = "float32") -> Conv2d:
     """A 2-D convolution over an NCHW input; ``k``, ``stride``, ``pad`` and
@@ -163,6 +166,7 @@ def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, di
     return Conv2d(n, c_in, h, w, c_out, k, stride, pad, dilation, groups, bias, activation, dtype)
 
 
+@factory
 def depthwise_conv2d(n: int, c: int, h: int, w: int, k, stride=1, pad=0, dilation=1, bias: bool = False,
                      activation: str | None = None, dtype: str = "float32") -> Conv2d:
     """A depthwise convolution: one filter per channel (groups = c_in = c_out = c).

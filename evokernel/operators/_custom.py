@@ -8,8 +8,9 @@ from typing import Callable, ClassVar, Sequence
 import halide as hl
 import numpy as np
 
+from .._dtypes import check_dtype
 from ..errors import OperatorArgumentError
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_non_negative, check_positive, input_param
+from ._base import Algorithm, Operator, Stage, TensorSpec, check_non_negative, check_positive, input_param
 from ._common import halide_extents, set_fields, shape_arg
 
 AlgorithmFn = Callable[[list[hl.ImageParam]], "hl.Func | list[Stage]"]
@@ -28,6 +29,7 @@ class CustomOperator(Operator):
     """
 
     family: ClassVar[str] = "custom"
+    rebuildable: ClassVar[bool] = False
 
     name: str
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...]

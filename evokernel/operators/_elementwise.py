@@ -11,8 +11,10 @@ from typing import ClassVar
 import halide as hl
 import numpy as np
 
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, halide_type, input_param
+from .._dtypes import check_dtype, halide_type
+from ._base import Algorithm, Operator, Stage, TensorSpec, input_param
 from ._common import const, halide_extents, halide_vars, set_fields, shape_arg
+from ._registry import factory
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Add(_Elementwise):
         return a + b
 
 
+@factory
 def relu(shape, dtype: str = "float32") -> Relu:
     """Elementwise ``max(x, 0)`` over an array of ``shape`` (an int for rank 1).
 
@@ -108,6 +111,7 @@ def relu(shape, dtype: str = "float32") -> Relu:
     return Relu(shape, dtype)
 
 
+@factory
 def relu6(shape, dtype: str = "float32") -> Relu6:
     """Elementwise ``min(max(x, 0), 6)``.
 
@@ -117,6 +121,7 @@ def relu6(shape, dtype: str = "float32") -> Relu6:
     return Relu6(shape, dtype)
 
 
+@factory
 def add(shape, dtype: str = "float32") -> Add:
     """Elementwise sum of two arrays of the same ``shape``.
 

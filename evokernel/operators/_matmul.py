@@ -8,8 +8,10 @@ from typing import ClassVar
 import halide as hl
 import numpy as np
 
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_positive, halide_type, input_param
+from .._dtypes import check_dtype, halide_type
+from ._base import Algorithm, Operator, Stage, TensorSpec, check_positive, input_param
 from ._common import check_flag, const, set_fields
+from ._registry import factory
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class MatMul(Operator):
         return (a.astype(np.float64) @ b.astype(np.float64)).astype(self.dtype)
 
 
+@factory
 def matmul(m: int, n: int, k: int, dtype: str = "float32") -> MatMul:
     """``C[m, n] = A[m, k] @ B[k, n]``.
 
@@ -142,6 +145,7 @@ class FullyConnected(Operator):
         return y.astype(self.dtype)
 
 
+@factory
 def fc(batch: int, in_features: int, out_features: int, bias: bool = True, dtype: str = "float32") -> FullyConnected:
     """A fully connected (linear) layer, ``y = x @ W.T + b``.
 

@@ -8,9 +8,11 @@ from typing import ClassVar
 import halide as hl
 import numpy as np
 
+from .._dtypes import check_dtype, halide_type
 from ..errors import OperatorArgumentError
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, check_positive, halide_type, input_param
+from ._base import Algorithm, Operator, Stage, TensorSpec, check_positive, input_param
 from ._common import check_choice, check_flag, const, conv_output_size, halide_extents, pair, padded_image, set_fields, windows
+from ._registry import factory
 
 METHODS = ("max", "avg")
 
@@ -136,6 +138,7 @@ class Pool2d(Operator):
         return y.astype(self.dtype)
 
 
+@factory
 def max_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str = "float32",
                ceil_mode: bool = False) -> Pool2d:
     """Max pooling; ``k``, ``stride`` (default ``k``) and ``pad`` are an int or an (h, w) pair;
@@ -150,6 +153,7 @@ def max_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str
     return Pool2d("max", n, c, h, w, k, stride, pad, dtype, ceil_mode)
 
 
+@factory
 def avg_pool2d(n: int, c: int, h: int, w: int, k, stride=None, pad=0, dtype: str = "float32") -> Pool2d:
     """Average pooling (padding counts towards the window area, as in PyTorch).
 

@@ -8,8 +8,10 @@ from typing import ClassVar
 import halide as hl
 import numpy as np
 
-from ._base import Algorithm, Operator, Stage, TensorSpec, check_dtype, halide_type, input_param
+from .._dtypes import check_dtype, halide_type
+from ._base import Algorithm, Operator, Stage, TensorSpec, input_param
 from ._common import const, halide_extents, halide_vars, set_fields, shape_arg
+from ._registry import factory
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Softmax(Operator):
         return (e / e.sum(axis=-1, keepdims=True)).astype(self.dtype)
 
 
+@factory
 def softmax(shape, dtype: str = "float32") -> Softmax:
     """Softmax over the last axis of an array of ``shape`` (rank 1 to 4).
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import BudgetError
 
@@ -29,9 +30,11 @@ class Budget:
     def __post_init__(self) -> None:
         if self.seconds is None and self.evaluations is None:
             raise BudgetError("a budget needs a time limit, an evaluation limit, or both")
-        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
+        if self.seconds is not None and (isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float))
+                                         or not (self.seconds > 0 and math.isfinite(self.seconds))):
             raise BudgetError(f"budget seconds must be a positive finite number, got {self.seconds!r}")
-        if self.evaluations is not None and (not isinstance(self.evaluations, int) or self.evaluations <= 0):
+        if self.evaluations is not None and (isinstance(self.evaluations, bool) or not isinstance(self.evaluations, int)
+                                             or self.evaluations <= 0):
             raise BudgetError(f"budget evaluations must be a positive int, got {self.evaluations!r}")
 
     @classmethod
@@ -70,29 +73,66 @@ class Budget:
 
         return more(self.seconds, other.seconds) or more(self.evaluations, other.evaluations)
 
-    def clock(self) -> "BudgetClock":
-        return BudgetClock(self, time.monotonic())
+    def __str__(self) -> str:
+        """As it reads in reports: ``60s``, ``100 evaluations``, ``60s or 100 evaluations``.
+
+        >>> str(Budget(seconds=90)), str(Budget(seconds=60, evaluations=100))
+        ('90s', '60s or 100 evaluations')
+        """
+        parts = []
+        if self.seconds is not None:
+            parts.append(f"{self.seconds:g}s")
+        if self.evaluations is not None:
+            parts.append(f"{self.evaluations} evaluations")
+        return " or ".join(parts)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data that ``from_dict`` reads back.
+
+        >>> Budget.from_dict(Budget(seconds=60).to_dict()) == Budget(seconds=60)
+        True
+        """
+        return {"seconds": self.seconds, "evaluations": self.evaluations}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Budget":
+        """The budget ``to_dict`` wrote; ``BudgetError`` for anything else."""
+        if not isinstance(data, dict) or set(data) - {"seconds", "evaluations"}:
+            raise BudgetError(f"a stored budget has the keys 'seconds' and 'evaluations', got {data!r}")
+        return cls(data.get("seconds"), data.get("evaluations"))
+
+    def clock(self, now: Callable[[], float] = time.monotonic) -> "BudgetClock":
+        """Start spending this budget; ``now`` is the clock it reads (seconds)."""
+        return BudgetClock(self, now(), now=now)
 
 
 @dataclass
 class BudgetClock:
-    """A running budget: counts evaluations against the start time."""
+    """A running budget: counts evaluations against the start time, read from ``now``
+    (``time.monotonic`` unless a test injects another clock).
+
+    >>> t = [0.0]
+    >>> clock = Budget(seconds=10).clock(now=lambda: t[0])
+    >>> clock.spent(), t.__setitem__(0, 10.0), clock.spent()
+    (False, None, True)
+    """
 
     budget: Budget
     start: float
     evaluations: int = 0
+    now: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     @property
     def deadline(self) -> float | None:
         return None if self.budget.seconds is None else self.start + self.budget.seconds
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.now() - self.start
 
     def spent(self) -> bool:
         if self.budget.evaluations is not None and self.evaluations >= self.budget.evaluations:
             return True
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and self.now() >= self.deadline
 
     def remaining_evaluations(self) -> int | None:
         if self.budget.evaluations is None:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from _families import FAMILIES, FAMILY_IDS, fresh_inputs, prepared, seeded
 
-from evokernel.evaluators import FUNCTION, Outcome
+from evokernel.codegen import FUNCTION
+from evokernel.evaluators import Outcome
 from evokernel.genome import random_genome, templates
-from evokernel.runtime import _native
+from evokernel import codegen
 
 
 def check_random_genomes(op, count: int, seed: int) -> Counter:
@@ -45,12 +46,12 @@ def check_random_genomes(op, count: int, seed: int) -> Counter:
     finally:
         evaluator.close()
     # what the worker called correct is correct here too, on inputs it never saw
-    runtime = _native.load_runtime(context.runtime, context.threads)
+    runtime = codegen.load_runtime(context.runtime, context.threads)
     specs = (*op.inputs, op.output)
     arrays = fresh_inputs(op, seed)
     want = op.reference(*arrays)
     for library in ok_libraries[:2]:
-        kernel = _native.NativeKernel(library, FUNCTION, runtime, [s.shape for s in specs], [s.dtype for s in specs])
+        kernel = codegen.NativeKernel(library, FUNCTION, runtime, [s.shape for s in specs], [s.dtype for s in specs])
         out = np.full(op.output.shape, np.nan, op.dtype)
         kernel([*arrays, out])
         np.testing.assert_allclose(out, want, rtol=rtol, atol=3 * atol)

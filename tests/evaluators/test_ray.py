@@ -17,29 +17,20 @@ import pytest
 from _families import assert_close, fresh_inputs
 
 import evokernel as ek
-from evokernel.evaluators import (
-    Artifact,
-    Context,
-    InlineEvaluator,
-    Outcome,
-    RayEvaluator,
-    Result,
-    Settings,
-    build,
-    default_threads,
-    runner_resources,
-)
-from evokernel.evaluators._ray import _build_task, ensure_ray
-from evokernel.genome import ScheduleSpace, random_genome, templates
-from evokernel.runtime import _paths
+from evokernel import codegen
+from evokernel.codegen import Artifact, build, default_threads
+from evokernel.evaluators import (Context, Evaluator, InlineEvaluator, Outcome, RayBuilder, RayEvaluator, RayRunner,
+                                  Result, Settings, ensure_ray, runner_resources)
+from evokernel.evaluators._ray import _build_task
+from evokernel.genome import ScheduleSpace, random_genome, templates, unscheduled
 
 N = 64
 
 
-def context(op, settings: Settings | None = None) -> Context:
+def context(op) -> Context:
     target = ek.Target.parse("host")
     space = ScheduleSpace.from_algorithm(op.algorithm(), target.natural_vector_size(op.dtype), default_threads())
-    return Context(op, target, space, default_threads(), _paths.cache_dir(), settings=settings or Settings())
+    return Context(op, target, space, default_threads(), codegen.cache_dir())
 
 
 def genomes_for(space, count, seed=0):
@@ -141,10 +132,10 @@ EXPECTED = {"segfault": "SIGSEGV", "abort": "SIGABRT", "hang": Outcome.RUN_TIMEO
             "wrong": Outcome.WRONG_RESULT.value, "slow_compile": Outcome.COMPILE_TIMEOUT.value}
 
 
-class FaultInjectingEvaluator(RayEvaluator):
-    """A test hook: the RayEvaluator, except that chosen genomes get a faulty
+class FaultInjectingBuilder(RayBuilder):
+    """A test hook: the RayBuilder, except that chosen genomes get a faulty
     kernel (same signature as the real one) or a build that never ends (submitted
-    in their place, so the evaluator's own compile timeout stops it), and the
+    in their place, so the builder's own compile timeout stops it), and the
     first batch has one of its build workers killed with SIGKILL."""
 
     def __init__(self, faults: dict[str, str], **kwargs):
@@ -158,24 +149,25 @@ class FaultInjectingEvaluator(RayEvaluator):
         for name, algorithm in FAULTS.items():
             op = _op(name, algorithm)
             space = ScheduleSpace.from_algorithm(op.algorithm(), 16, default_threads())
-            self._fault_artifacts[name] = build(op, space, None, ctx.target)
+            self._fault_artifacts[name] = build(op, space, unscheduled(space), ctx.target)
         slow = _op("slow_compile", _slow_compile)
         slow_space = ScheduleSpace.from_algorithm(slow.algorithm(), 16, default_threads())
         self._slow_parts = self._ray.put((slow, slow_space, ctx.target))
+        self._slow_genome = unscheduled(slow_space)
         self._slow_build = self._ray.remote(num_cpus=1, max_retries=0)(_build_task)
 
     def _submit(self, genome):
-        if genome is not None and self.faults.get(genome.key) == "slow_compile":
-            return self._slow_build.remote(self._slow_parts, None)
+        if self.faults.get(genome.key) == "slow_compile":
+            return self._slow_build.remote(self._slow_parts, self._slow_genome)
         return super()._submit(genome)
 
-    def build_batch(self, genomes):
+    def build(self, genomes):
         if not self.killed:
             threading.Thread(target=self._kill_a_build_worker, daemon=True).start()
-        real = super().build_batch(genomes)
+        real = super().build(genomes)
         out = []
         for genome, built in zip(genomes, real):
-            fault = self.faults.get(genome.key) if genome is not None else None
+            fault = self.faults.get(genome.key)
             out.append(self._fault_artifacts.get(fault, built))
         return out
 
@@ -196,11 +188,11 @@ def test_faults_are_recorded_by_kind_and_the_run_ends_with_a_correct_winner(loca
     genomes = genomes_for(space, 40, seed=5)
     faulty = {genomes[i].key: name for i, name in zip((3, 5, 7, 9, 11),
                                                     ("segfault", "abort", "hang", "wrong", "slow_compile"))}
-    evaluator = FaultInjectingEvaluator(faulty, compile_timeout=4.0)
-    settings = Settings(min_run_timeout=1.0)
+    builder = FaultInjectingBuilder(faulty, compile_timeout=4.0)
+    evaluator = Evaluator(builder, RayRunner(), Settings(min_run_timeout=1.0))
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
-    kernel = ek.tune(op, budget=30, seed=5, evaluator=evaluator, settings=settings, cache_dir=cache)
+    kernel = ek.tune(op, budget=30, seed=5, evaluator=evaluator, cache_dir=cache)
 
     rows = ek.records(op, cache_dir=cache)
     assert len(rows) == 30, "an evaluation was lost"
@@ -210,14 +202,14 @@ def test_faults_are_recorded_by_kind_and_the_run_ends_with_a_correct_winner(loca
     for key, fault in faulty.items():
         row = by_key[key]
         assert EXPECTED[fault] in (row["outcome"], row["message"].split()[-1]), (fault, row)
-    assert evaluator.killed, "no build worker was killed"
+    assert builder.killed, "no build worker was killed"
     x = np.linspace(-2, 2, N, dtype=np.float32)
     assert np.array_equal(kernel(x), np.maximum(x, 0))
 
 
 def _build_or_stall(parts, genome, stalled_key):
     """A build task whose one chosen genome never finishes building."""
-    if genome is not None and genome.key == stalled_key:
+    if genome.key == stalled_key:
         time.sleep(600)
     return _build_task(parts, genome)
 
@@ -230,16 +222,16 @@ def test_a_stalled_build_times_out_from_its_own_start_and_holds_up_no_other(loca
     genomes = genomes_for(context(op).space, 8, seed=2)
     stall = local_ray.remote(num_cpus=1, max_retries=0)(_build_or_stall)
 
-    class Stalling(RayEvaluator):
+    class Stalling(RayBuilder):
         def _submit(self, genome):
             return stall.remote(self._parts, genome, genomes[0].key)
 
-    evaluator = Stalling(compile_timeout=5.0)
-    evaluator.prepare(context(op))
+    builder = Stalling(compile_timeout=5.0)
+    builder.prepare(context(op))
     start = time.monotonic()
-    built = evaluator.build_batch(genomes)
+    built = builder.build(genomes)
     seconds = time.monotonic() - start
-    evaluator.close()
+    builder.close()
     assert isinstance(built[0], Result) and built[0].outcome is Outcome.COMPILE_TIMEOUT
     assert all(isinstance(b, Artifact) for b in built[1:])
     # A timeout per batch would wait 4 waves x 5 s here; the others take well under a second each.
@@ -284,7 +276,7 @@ def test_builds_spread_over_both_nodes_and_timings_stay_on_the_runner_node(two_n
 
 
 def test_a_node_runner_serves_every_target_its_cpu_runs():
-    from evokernel.evaluators._ray import runner_resource_for
+    from evokernel.evaluators._cluster import runner_resource_for
 
     host = ek.Target.parse("host")
     host_res, avx2_res = next(iter(runner_resources(host))), next(iter(runner_resources("x86-64-linux-avx2")))

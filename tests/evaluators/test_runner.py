@@ -14,10 +14,10 @@ import pytest
 from _families import prepared
 
 import evokernel as ek
-from evokernel.evaluators import FUNCTION, Artifact, Outcome, Protocol
-from evokernel.evaluators._runner import Runner, Task, check
-from evokernel.genome import templates
-from evokernel.runtime import _native, _paths
+from evokernel import codegen
+from evokernel.codegen import FUNCTION, Artifact
+from evokernel.evaluators import Outcome, Protocol, Task, WorkerProcess, check
+from evokernel.genome import templates, unscheduled
 from evokernel.target import Target
 
 SIZE = 37
@@ -64,8 +64,8 @@ KERNELS = {
 
 @pytest.fixture(scope="module")
 def runtime() -> str:
-    native = _paths.native_dir(_paths.cache_dir())
-    return str(_native.runtime_library(Target.parse("host").string, native))
+    native = codegen.native_dir(codegen.cache_dir())
+    return str(codegen.runtime_library(Target.parse("host").string, native))
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def libraries(tmp_path_factory, runtime) -> dict:
 def runner(runtime):
     x = np.random.default_rng(0).uniform(-1, 1, SIZE).astype(np.float32)
     task = Task(runtime, 1, [(SIZE,), (SIZE,)], ["float32", "float32"], [x], x.copy(), 1e-6, 1e-6)
-    r = Runner(task)
+    r = WorkerProcess(task)
     yield r
     r.close()
 
@@ -236,7 +236,7 @@ def test_an_out_of_bounds_read_is_run_crash_with_halides_message():
     op = ek.operators.custom("shifted_bug", [("x", (SIZE,))], (SIZE,), _shifted, lambda x: x)
     evaluator, context = prepared(op)
     try:
-        results = evaluator.evaluate([None, templates(context.space)[0]])
+        results = evaluator.evaluate([unscheduled(context.space), templates(context.space)[0]])
     finally:
         evaluator.close()
     for result in results:
@@ -258,7 +258,7 @@ def test_the_evaluator_survives_a_crash_and_a_hang(tmp_path, runtime):
             source.write_text(PRELUDE + KERNELS[name] + "\n")
             subprocess.run(["cc", "-c", "-fPIC", "-O0", "-o", str(obj), str(source)], check=True)
             artifact = Artifact(obj.read_bytes(), context.target.string, f"# hand-made {name}", 0.0)
-            m = evaluator.measure(artifact, None, timeout, quick)
+            m = evaluator.runner.measure(artifact, None, timeout, quick)
             assert m.outcome is outcome, (name, m)
         result = evaluator.evaluate_one(templates(context.space)[0])
         assert result.ok, result

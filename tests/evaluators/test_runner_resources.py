@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import evokernel as ek
 from evokernel.evaluators import runner_resources
-from evokernel.evaluators._ray import local_runner_resources, runner_resource_for
+from evokernel.evaluators._cluster import local_runner_resources, runner_resource_for
 from evokernel.target import gpu_available
 
 

@@ -1,6 +1,6 @@
 """GPU mappings: the same genome type, decoded onto blocks, threads and shared
 memory when the space is a GPU target's. Compiled for CUDA and OpenCL (no device is
-needed to compile); running them is tests/runtime/test_opencl.py's job."""
+needed to compile); running them is tests/codegen/test_opencl.py's job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 from _families import FAMILIES, FAMILY_IDS, seeded
 
-from evokernel.evaluators import BuildFailure, build
+from evokernel.codegen import build
+from evokernel.errors import BuildError
 from evokernel.genome import ROOT, Genome, ScheduleSpace, StageGene, plan, random_genome, schedule_code, templates
 from evokernel.genome._gpu import MAX_THREADS
 from evokernel.operators import conv2d, matmul
@@ -80,7 +81,7 @@ def test_random_genomes_compile_for_gpus_or_fail_as_build_failures(op):
                     assert threads_per_block(definition) <= MAX_THREADS
         try:
             artifact = build(op, space, genome, CUDA if index % 2 else OPENCL)
-        except BuildFailure as failure:
+        except BuildError as failure:
             assert str(failure).strip()
             continue
         built += 1

@@ -191,7 +191,7 @@ def test_a_stage_read_by_two_stages_is_computed_where_both_find_it():
     """Softmax's ``exps`` feeds the row sums and the output: the space knows, and
     repair never computes it deeper in the output's loops than the row sums, so
     every random or mutated softmax schedule compiles (a quarter did not)."""
-    from evokernel.evaluators import build
+    from evokernel.codegen import build
     from evokernel.target import Target
 
     op = ek.operators.softmax((16, 45))
@@ -206,7 +206,7 @@ def test_a_stage_read_by_two_stages_is_computed_where_both_find_it():
         if exps.location > ROOT:
             at_loops += 1
             assert row_sum.location == INLINE or exps.location <= row_sum.location
-        build(op, space, genome, Target.parse("host"))  # raises BuildFailure if Halide rejects it
+        build(op, space, genome, Target.parse("host"))  # raises BuildError if Halide rejects it
     assert at_loops, "some schedules still compute exps inside the output's loops"
 
 

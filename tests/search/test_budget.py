@@ -52,10 +52,31 @@ def test_clock_counts_evaluations():
 
 
 def test_clock_runs_out_of_time():
-    clock = BudgetClock(Budget(seconds=0.05), time.monotonic())
-    assert clock.remaining_evaluations() is None and not clock.spent()
-    time.sleep(0.06)
-    assert clock.spent() and clock.elapsed() >= 0.05
+    now = [100.0]
+    clock = Budget(seconds=5.0).clock(now=lambda: now[0])
+    assert clock.deadline == 105.0 and clock.remaining_evaluations() is None and not clock.spent()
+    now[0] = 104.9
+    assert not clock.spent() and clock.elapsed() == pytest.approx(4.9)
+    now[0] = 105.0
+    assert clock.spent()
+
+
+def test_the_real_clock_is_monotonic_time():
+    clock = BudgetClock(Budget(seconds=60.0), time.monotonic())
+    assert 0.0 <= clock.elapsed() < 60.0 and not clock.spent()
+
+
+@pytest.mark.parametrize("budget, text", [(Budget(seconds=90.0), "90s"), (Budget(evaluations=7), "7 evaluations"),
+                                          (Budget(seconds=1.5, evaluations=3), "1.5s or 3 evaluations")])
+def test_a_budget_prints_and_serialises_itself(budget, text):
+    assert str(budget) == text
+    assert Budget.from_dict(budget.to_dict()) == budget
+
+
+@pytest.mark.parametrize("data", [None, {}, {"seconds": "soon"}, {"seconds": 5, "minutes": 2}, {"evaluations": 1.5}])
+def test_a_stored_budget_that_makes_no_sense_is_a_budget_error(data):
+    with pytest.raises(BudgetError):
+        Budget.from_dict(data)
 
 
 def test_both_limits_whichever_first():

@@ -1,5 +1,5 @@
-"""The DEAP loop against a real evaluator: budgets, reproducible first
-generation, duplicate rejection."""
+"""The built-in strategies run by ``run_search`` against a real evaluator: budgets,
+reproducible first generation, duplicate rejection."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from _families import FAMILIES, prepared, space_of
 import evokernel as ek
 from evokernel import Budget
 from evokernel.genome import repair, templates
-from evokernel.search import SearchSettings, evolve
+from evokernel.search import SearchSettings, create_strategy, run_search
 
 OPS = dict(FAMILIES)
 SMALL = SearchSettings(mu=4, lambda_=4)
@@ -27,7 +27,7 @@ def run_evolve(op, budget: Budget, seed: int, settings: SearchSettings = SMALL, 
         return evaluator.evaluate(genomes, deadline)
 
     try:
-        history = evolve(context.space, evaluate, clock, random.Random(seed), settings, seeds)
+        history = run_search(create_strategy(settings), context.space, evaluate, clock, random.Random(seed), seeds)
     finally:
         evaluator.close()
     return history, clock, batches, context.space

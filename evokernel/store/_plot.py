@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import EvokernelError
-from ._kernel import format_seconds
+from .._format import format_seconds
 
 
 def plot_search(kernel, path: Path) -> Path:

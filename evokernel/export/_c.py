@@ -31,9 +31,9 @@ from functools import cache, partial
 from importlib import metadata, resources
 from pathlib import Path
 
+from ..codegen import FUNCTION, compiler, run_tool
 from ..errors import ExportError
-from ._kernel import Kernel
-from ._native import compiler, run_tool
+from ..store import Kernel
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_NAME = 96  # longer names derived from operator keys end in a hash instead
@@ -54,7 +54,7 @@ class CLibrary:
 
 
 @dataclass(frozen=True)
-class Entry:
+class ExportedKernel:
     """One exported kernel: its public C function and argument names."""
 
     name: str
@@ -127,7 +127,7 @@ def _arg_names(specs) -> tuple[str, ...]:
     return tuple(_unique(names))
 
 
-def entries(kernels, prefix: str) -> list[Entry]:
+def entries(kernels, prefix: str) -> list[ExportedKernel]:
     """Check ``kernels`` (a list of ``Kernel``, or a mapping of C names to them) and
     name their C functions: ``<prefix>_<name>`` for a mapping, else a name derived
     from each operator key (sanitized, unique)."""
@@ -160,7 +160,7 @@ def entries(kernels, prefix: str) -> list[Entry]:
     for name in names:  # '__' is kept for the library's internal symbols
         if "__" in name or name in (f"{prefix}_set_num_threads", f"{prefix}_last_error"):
             raise ExportError(f"kernel name {name!r} is reserved (it holds '__' or names a library function)")
-    return [Entry(n, k, _arg_names((*k.signature.inputs, k.signature.output))) for n, k in zip(names, kernels)]
+    return [ExportedKernel(n, k, _arg_names((*k.signature.inputs, k.signature.output))) for n, k in zip(names, kernels)]
 
 
 # -- C source ---------------------------------------------------------------------
@@ -170,7 +170,7 @@ def comment(text: str) -> str:
     return text.replace("*/", "* /").replace("/*", "/ *")
 
 
-def wrappers(items: list[Entry], prefix: str) -> str:
+def wrappers(items: list[ExportedKernel], prefix: str) -> str:
     """C source: the support code and one raw-pointer function per kernel."""
     parts = [f"#define EK_PREFIX {prefix}", _support_source()]
     for e in items:
@@ -193,7 +193,7 @@ def wrappers(items: list[Entry], prefix: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def header(items: list[Entry], prefix: str) -> str:
+def header(items: list[ExportedKernel], prefix: str) -> str:
     """The documented C header of the exported functions."""
     guard = f"{prefix.upper()}_H"
     target = items[0].kernel.target.string
@@ -239,7 +239,7 @@ def header(items: list[Entry], prefix: str) -> str:
 
 @cache
 def _support_source() -> str:
-    return resources.files(__package__).joinpath("_export_support.c").read_text()
+    return resources.files(__package__).joinpath("_support.c").read_text()
 
 
 # -- building ---------------------------------------------------------------------
@@ -264,12 +264,10 @@ def runtime_object(target: str) -> bytes:
         return path.read_bytes()
 
 
-def _renamed(entry: Entry, tmp: Path) -> Path:
+def _renamed(entry: ExportedKernel, tmp: Path) -> Path:
     """The kernel's object with its global symbols renamed from ``evokernel_kernel``."""
-    from ..evaluators._build import FUNCTION
-
     obj = tmp / f"{entry.name}.o"
-    obj.write_bytes(entry.kernel._object)
+    obj.write_bytes(entry.kernel.object_bytes)
     # readelf, not nm: nm loads the LTO plugins first (~100 ms a call here, readelf ~8 ms)
     table = subprocess.run([_tool("readelf"), "-Ws", str(obj)], capture_output=True, text=True)
     if table.returncode != 0:
@@ -284,7 +282,7 @@ def _renamed(entry: Entry, tmp: Path) -> Path:
     return obj
 
 
-def combined_object(items: list[Entry], source: str, public: list[str], tmp: Path,
+def combined_object(items: list[ExportedKernel], source: str, public: list[str], tmp: Path,
                     includes: Iterable[Path] = ()) -> Path:
     """Compile ``source``, merge it with the renamed kernels and a Halide runtime into
     one object whose only global definitions are ``public``."""

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import operators as ops
-from ._export_c import (Entry, ExportError, check_identifier, combined_object, entries, link_shared, output_dir,
+from ._c import (ExportedKernel, ExportError, check_identifier, combined_object, entries, link_shared, output_dir,
                         wrappers)
 
 OP_CONV, OP_FC, OP_POOL, OP_RELU, OP_RELU6, OP_SOFTMAX = 15, 26, 49, 56, 57, 72
@@ -29,7 +29,7 @@ _TABLE_MARK = "/* EK_KERNEL_TABLE */"
 _HEADER_CHECK = Path("device", "cpu", "cpu_node.h")
 
 
-def _operator(entry: Entry) -> ops.Operator:
+def _operator(entry: ExportedKernel) -> ops.Operator:
     kernel = entry.kernel
     if kernel.operator is None:  # loading already rebuilt every built-in operator
         raise ExportError(f"{kernel.signature.key}: a custom operator; the Tengine plugin exports built-in "
@@ -73,7 +73,7 @@ def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
                       "depthwise_conv2d, fc, max/avg pooling, softmax, relu and relu6")
 
 
-def _table(items: list[Entry]) -> str:
+def _table(items: list[ExportedKernel]) -> str:
     adapters, rows = [], []
     for i, entry in enumerate(items):
         op_type, family, params, shapes = describe(_operator(entry))

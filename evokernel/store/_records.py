@@ -1,4 +1,5 @@
-"""The records: every evaluation ever made, durably, in SQLite (WAL mode).
+"""The records: every evaluation ever made, behind the ``Records`` interface;
+SQLite (WAL mode) in the cache directory by default.
 
 One row per evaluation, written (and committed) as it completes, so a tuning run
 killed at any moment loses at most the candidate in flight. Several processes may
@@ -11,21 +12,20 @@ another schedule when the encoding changes).
 
 from __future__ import annotations
 
-import hashlib
+import abc
 import math
-import os
-import platform
 import sqlite3
 import time
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+from ..codegen import cache_dir as resolve
 from ..errors import CacheError
 from ..evaluators import Outcome, Result
 from ..genome import Genome
+from ..target import Target
+from ._provenance import machine_fingerprint, versions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -51,33 +51,6 @@ CREATE INDEX IF NOT EXISTS evaluations_lookup ON evaluations (operator, target, 
 """
 
 
-@lru_cache(maxsize=1)
-def machine_fingerprint() -> str:
-    """A short hash of what makes timings comparable: CPU model, core count,
-    architecture and the features Halide sees on this host."""
-    import halide as hl
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    text = f"{platform.machine()}|{model}|{os.cpu_count()}|{hl.get_host_target().to_string()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def versions() -> tuple[str, str]:
-    """(Halide version, evokernel version with its schedule encoding's)."""
-    from .. import __version__
-    from ..genome import SCHEDULE_ENCODING
-
-    return metadata.version("halide"), f"{__version__}+schedules.{SCHEDULE_ENCODING}"
-
-
 @dataclass(frozen=True)
 class Record:
     """One evaluation as stored."""
@@ -91,6 +64,11 @@ class Record:
     machine: str
     run_id: str
     created: float
+
+    @classmethod
+    def new(cls, operator: str, target: str, genome: Genome, result: Result, run_id: str) -> "Record":
+        """A record of an evaluation made now, here, with these versions."""
+        return cls(operator, target, genome, result, *versions(), machine_fingerprint(), run_id, time.time())
 
     @property
     def trusted(self) -> bool:
@@ -109,11 +87,52 @@ class Record:
                 "genome": self.genome.to_json()}
 
 
-class Records:
-    """The evaluation database of one cache directory.
+class Records(abc.ABC):
+    """Where evaluations are kept: every one added as it completes, found again by
+    operator key and target. ``tune(records=...)`` takes a name from ``RECORDS`` or
+    an instance (a shared database is one subclass away)."""
+
+    @abc.abstractmethod
+    def add(self, record: Record) -> None:
+        """Store one evaluation durably before returning."""
+
+    @abc.abstractmethod
+    def find(self, operator: str | None = None, target: str | None = None) -> Iterator[Record]:
+        """Stored evaluations, oldest first, of ``operator`` (a key) on ``target``
+        (``None``: any)."""
+
+    def trusted(self, operator: str, target: str) -> list[Record]:
+        """The evaluations a search may reuse: measured here, with these versions."""
+        return [r for r in self.find(operator, target) if r.trusted]
+
+    def close(self) -> None:
+        """Release the store's resources."""
+
+
+class MemoryRecords(Records):
+    """Records kept in this process only (lost at exit): for throw-away runs.
+
+    >>> db = MemoryRecords()
+    >>> list(db.find("relu(shape=8,dtype=float32)"))
+    []
+    """
+
+    def __init__(self) -> None:
+        self._records: list[Record] = []
+
+    def add(self, record: Record) -> None:
+        self._records.append(record)
+
+    def find(self, operator=None, target=None):
+        return (r for r in list(self._records)
+                if operator in (None, r.operator) and target in (None, r.target))
+
+
+class SQLiteRecords(Records):
+    """The evaluation database of one cache directory, in SQLite (WAL mode).
 
     >>> import tempfile, pathlib
-    >>> db = Records(pathlib.Path(tempfile.mkdtemp()) / "records.sqlite3")
+    >>> db = SQLiteRecords(pathlib.Path(tempfile.mkdtemp()) / "records.sqlite3")
     >>> len(list(db.find("matmul(m=1)", "host")))
     0
     """
@@ -129,36 +148,52 @@ class Records:
             raise CacheError(f"the records database {self.path} cannot be used: {error} "
                              "(move it aside to start afresh; nothing else in the cache depends on it)") from error
 
-    def add(self, operator: str, target: str, genome: Genome, result: Result, run_id: str) -> None:
-        """Store one evaluation, committed before returning."""
-        halide_version, evokernel_version = versions()
-        r = result
+    def add(self, record: Record) -> None:
+        r = record.result
         self._db.execute(
             "INSERT INTO evaluations (operator, target, genome_key, genome, outcome, time, spread, samples, "
             "max_error, message, build_seconds, halide_version, evokernel_version, machine, run_id, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (operator, target, genome.key, genome.to_json(), r.outcome.value, r.time, r.spread, r.samples,
-             _finite(r.max_error), r.message, r.build_seconds, halide_version, evokernel_version,
-             machine_fingerprint(), run_id, time.time()))
+            (record.operator, record.target, record.genome.key, record.genome.to_json(), r.outcome.value, r.time,
+             r.spread, r.samples, _finite(r.max_error), r.message, r.build_seconds, record.halide_version,
+             record.evokernel_version, record.machine, record.run_id, record.created))
 
-    def find(self, operator: str | None = None, target: str | None = None,
-             trusted_only: bool = False) -> Iterator[Record]:
-        """Stored evaluations, oldest first, filtered by operator key and target."""
+    def find(self, operator=None, target=None):
         query, args = "SELECT * FROM evaluations WHERE 1=1", []
         if operator is not None:
             query, args = query + " AND operator = ?", args + [operator]
         if target is not None:
             query, args = query + " AND target = ?", args + [target]
-        if trusted_only:
-            query += " AND machine = ? AND halide_version = ? AND evokernel_version = ?"
-            args += [machine_fingerprint(), *versions()]
         cursor = self._db.execute(query + " ORDER BY id", args)
         names = [d[0] for d in cursor.description]
         for values in cursor:
             yield _record(dict(zip(names, values)))
 
+    def trusted(self, operator, target):
+        """As ``Records.trusted``, filtered in SQL (its index covers the query)."""
+        rows = self._db.execute(
+            "SELECT * FROM evaluations WHERE operator = ? AND target = ? AND machine = ? AND halide_version = ? "
+            "AND evokernel_version = ? ORDER BY id", (operator, target, machine_fingerprint(), *versions()))
+        names = [d[0] for d in rows.description]
+        return [_record(dict(zip(names, values))) for values in rows]
+
     def close(self) -> None:
         self._db.close()
+
+
+#: Name -> a callable of the cache directory making that store.
+RECORDS = {"sqlite": lambda root: SQLiteRecords(root / "records.sqlite3"), "memory": lambda root: MemoryRecords()}
+
+
+def open_records(records: "str | Records", root: Path) -> Records:
+    """The store ``tune(records=...)`` names: ``"sqlite"`` (the cache directory's
+    database, the default), ``"memory"``, or a ``Records`` instance, returned as is."""
+    if isinstance(records, Records):
+        return records
+    if not isinstance(records, str) or records not in RECORDS:
+        raise CacheError(f"unknown records store {records!r}: use one of {', '.join(map(repr, RECORDS))} "
+                         "or an ek.store.Records instance")
+    return RECORDS[records](root)
 
 
 def _finite(value: float | None) -> float | None:
@@ -180,16 +215,10 @@ def records(operator=None, target=None, cache_dir=None) -> list[dict]:
     >>> isinstance(ek.records(ek.operators.relu(8)), list)
     True
     """
-    from ..target import Target
-    from ._paths import cache_dir as resolve
-
     key = getattr(operator, "key", operator)
     target_string = None if target is None else Target.parse(target).string
-    db = Records(resolve(cache_dir) / "records.sqlite3")
+    db = SQLiteRecords(resolve(cache_dir) / "records.sqlite3")
     try:
         return [r.row() for r in db.find(key, target_string)]
     finally:
         db.close()
-
-
-__all__ = ["Records", "Record", "records", "machine_fingerprint", "versions"]

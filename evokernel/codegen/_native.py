@@ -67,6 +67,14 @@ def describe_buffer(shape: Sequence[int], dtype: str) -> HalideBuffer:
     return buf
 
 
+def default_threads() -> int:
+    """Halide's thread pool size: every core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def compiler() -> str:
     """The C compiler/linker used to link kernels (``$CC``, default ``cc``)."""
     cc = os.environ.get("CC", "cc")

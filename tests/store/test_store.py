@@ -20,8 +20,8 @@ from _families import assert_close, fresh_inputs
 
 import evokernel as ek
 from evokernel.errors import CacheError, NotTunedError
-from evokernel.runtime._cache import KernelCache
-from evokernel.runtime._records import machine_fingerprint
+from evokernel.store import KernelCache
+from evokernel.store import machine_fingerprint
 
 TUNE_SCRIPT = textwrap.dedent("""
     import sys, time, evokernel as ek

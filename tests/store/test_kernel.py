@@ -261,7 +261,7 @@ def test_old_metadata_loads_without_wall_times(matmul):
     _, kernel = matmul
     data = kernel.stats.to_dict()
     del data["history_seconds"]
-    stats = ek.runtime.TuningStats.from_dict(data)
+    stats = ek.store.TuningStats.from_dict(data)
     assert stats.history_seconds == () and stats.history == kernel.stats.history
 
 

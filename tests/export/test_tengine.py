@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import evokernel as ek
-from evokernel.runtime._export_tengine import describe
+from evokernel.export._tengine import describe
 
 HOST_SOURCE = Path(__file__).parent / "tengine_host" / "host.c"
 OP_CONV, OP_FC, OP_POOL, OP_RELU, OP_RELU6, OP_SOFTMAX = 15, 26, 49, 56, 57, 72

@@ -1,6 +1,6 @@
 /* evokernel Tengine plugin: node_ops for the exported kernels (Tengine lite 1.4+).
  *
- * Appended to the exported kernel functions (see _export_support.c). The Python
+ * Appended to the exported kernel functions (see _support.c). The Python
  * exporter inserts the kernel table where it says EK_KERNEL_TABLE and defines
  * EK_INIT / EK_RELEASE (validated C identifiers).
  *

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import evokernel as ek
-from evokernel.runtime._export_c import entries
+from evokernel.export._c import entries
 
 CONV = ek.operators.conv2d(n=2, c_in=4, h=6, w=6, c_out=8, k=3, stride=2, pad=1, bias=True, activation="relu")
 MATMUL = ek.operators.matmul(m=12, n=8, k=10)

@@ -2,98 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EvokernelError, KernelCallError
-from ..genome import Genome
-from ..operators import Operator, TensorSpec
+from .._format import format_failures, format_seconds
+from ..codegen import FUNCTION, NativeKernel, compile_object, default_threads, load_runtime
+from ..errors import BuildError, EvokernelError, KernelCallError
+from ..operators import Operator
 from ..target import Target
-from . import _native
-
-
-@dataclass(frozen=True)
-class Signature:
-    """What calling a kernel needs to know of its operator: key, array specs, cost.
-    Stored with every kernel, so a bundle loads even where its operator's code
-    (a custom operator) is not at hand."""
-
-    key: str
-    inputs: tuple[TensorSpec, ...]
-    output: TensorSpec
-    flops: int
-    bytes_moved: int
-
-    @classmethod
-    def of(cls, operator: Operator) -> "Signature":
-        return cls(operator.key, tuple(operator.inputs), operator.output, int(operator.flops),
-                   int(operator.bytes_moved))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Signature":
-        spec = lambda d: TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])  # noqa: E731
-        return cls(data["key"], tuple(spec(d) for d in data["inputs"]), spec(data["output"]),
-                   int(data["flops"]), int(data["bytes_moved"]))
-
-
-def format_seconds(seconds: float | None) -> str:
-    """A duration in the unit that reads best.
-
-    >>> format_seconds(3e-8), format_seconds(0.000683), format_seconds(0.1729), format_seconds(75.0)
-    ('0.03 us', '683 us', '172.9 ms', '75 s')
-    """
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
-        if seconds >= scale:
-            return f"{seconds / scale:.4g} {unit}"
-    return f"{seconds * 1e6:.4g} us"
-
-
-def format_failures(failures: dict) -> str:
-    """Failures by kind, as one phrase.
-
-    >>> format_failures({"wrong_result": 2, "compile_error": 1}), format_failures({})
-    ('compile_error 1, wrong_result 2', 'none')
-    """
-    return ", ".join(f"{kind} {n}" for kind, n in sorted(failures.items()) if n) or "none"
-
-
-@dataclass(frozen=True)
-class TuningStats:
-    """How a kernel was found: best and baseline (unscheduled) seconds, the best
-    time after each evaluation (``history``) and the wall seconds since the start
-    at which each evaluation finished (``history_seconds``; empty for kernels tuned
-    before it was recorded), outcomes by kind, budget and seed."""
-
-    time: float
-    spread: float
-    baseline: float | None
-    history: tuple[float, ...] = ()
-    history_seconds: tuple[float, ...] = ()
-    outcomes: dict = field(default_factory=dict)
-    elapsed: float = 0.0
-    budget: str = ""
-    seed: int | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TuningStats":
-        return cls(**{**data, "history": tuple(data.get("history", ())),
-                      "history_seconds": tuple(data.get("history_seconds", ()))})
-
-    @property
-    def failures(self) -> dict[str, int]:
-        """Evaluations that did not give a correct time, by kind."""
-        return {kind: n for kind, n in sorted(self.outcomes.items()) if kind != "ok" and n}
+from ._cache import write_bundle
+from ._meta import KernelMeta
+from ._plot import plot_search
 
 
 class Kernel:
@@ -111,19 +31,19 @@ class Kernel:
     True
     """
 
-    def __init__(self, meta: dict, library: Path, runtime: Path, threads: int, object_bytes: bytes,
-                 operator: Operator | None = None, function: str = "evokernel_kernel"):
+    def __init__(self, meta: KernelMeta, library: Path, runtime: Path, threads: int, object_bytes: bytes,
+                 operator: Operator | None = None):
         self.meta = meta
-        self.signature = Signature.from_dict(meta["signature"])
+        self.signature = meta.signature
         self.operator = operator
-        self.target = Target.parse(meta["target"])
-        self.genome = Genome.from_dict(meta["genome"])
-        self.schedule: str = meta["schedule"]
-        self.stats = TuningStats.from_dict(meta["stats"])
-        self._object = object_bytes
+        self.target = Target.parse(meta.target)
+        self.genome = meta.genome
+        self.schedule: str = meta.schedule
+        self.stats = meta.stats
+        self.object_bytes = object_bytes
         specs = (*self.signature.inputs, self.signature.output)
-        self._native = _native.NativeKernel(library, function, _native.load_runtime(runtime, threads),
-                                            [s.shape for s in specs], [s.dtype for s in specs])
+        self._native = NativeKernel(library, FUNCTION, load_runtime(runtime, threads),
+                                    [s.shape for s in specs], [s.dtype for s in specs])
 
     # -- the call path ------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -160,24 +80,24 @@ class Kernel:
         >>> ek.load_kernel(path).genome == kernel.genome
         True
         """
-        from ._cache import write_bundle
-
         path = Path(path)
-        write_bundle(path, self.meta, self._object)
+        write_bundle(path, self.meta, self.object_bytes)
         return path
 
-    def compile_for(self, target, path, **options):
+    def compile_for(self, target, path, genome=None, **options):
         """This kernel's schedule compiled for another ``target`` into the object file
-        ``path``: ``ek.compile_for(kernel, target, path, **options)``.
+        ``path`` (and its C header beside it): as ``ek.compile_for(kernel, target, path, **options)``.
 
         >>> import tempfile, pathlib, evokernel as ek
         >>> kernel = ek.tune(ek.operators.relu(64), budget=2, seed=0, evaluator="local")
         >>> kernel.compile_for("arm-64-linux", pathlib.Path(tempfile.mkdtemp()) / "relu.o").target.arch
         'arm'
         """
-        from ._cross import compile_for
-
-        return compile_for(self, target, path, **options)
+        if self.operator is None:
+            raise BuildError(f"kernel {self.signature.key} was loaded without its operator (a custom "
+                             "operator's bundle): pass the operator and the kernel's genome instead")
+        return compile_object(self.operator, genome or self.genome, Target.parse(target), path,
+                              threads=default_threads(), **options)
 
     # -- what was found -----------------------------------------------------------------
     @property
@@ -240,8 +160,6 @@ class Kernel:
         >>> kernel.plot(pathlib.Path(tempfile.mkdtemp()) / "search.png").read_bytes()[:4]
         b'\\x89PNG'
         """
-        from ._plot import plot_search
-
         return plot_search(self, Path(path))
 
     def __repr__(self) -> str:

@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..codegen import cache_dir as resolve
 from ..errors import CacheError
 from ..operators import Operator
 from ..target import Target
-from . import _paths
-from ._cache import Entry, KernelCache
+from ._cache import CacheEntry, KernelCache
 from ._kernel import Kernel
-from ._records import machine_fingerprint
+from ._load import from_entry, stored_operator
+from ._provenance import machine_fingerprint
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class CachedKernel:
     time: float
     baseline: float | None
     created: float
-    entry: Entry = field(repr=False, compare=False)
+    entry: CacheEntry = field(repr=False, compare=False)
     root: Path = field(repr=False, compare=False)
 
     @property
@@ -42,8 +43,6 @@ class CachedKernel:
     def load(self, threads: int | None = None) -> Kernel:
         """The callable ``Kernel`` (a damaged artifact is rebuilt from its genome
         where the operator can be rebuilt from its arguments)."""
-        from ._store import from_entry, stored_operator
-
         operator = stored_operator(self.entry.meta)
         if operator is None and self.entry.verified_object() is None:
             raise CacheError(f"the cached artifact of {self.operator} is damaged and its operator cannot be "
@@ -69,20 +68,16 @@ def cached_kernels(operator: "Operator | str | None" = None, target: "str | Targ
     >>> ek.cached_kernels(op.key)[0].load().signature.key == op.key
     True
     """
-    root = _paths.cache_dir(cache_dir)
+    root = resolve(cache_dir)
     machine = machine_fingerprint()
     wanted_target = None if target is None else Target.parse(target).string
     found = []
     for entry in KernelCache(root).entries():
         meta = entry.meta
-        if meta.get("machine") != machine or (wanted_target and meta.get("target") != wanted_target):
+        if meta.machine != machine or (wanted_target and meta.target != wanted_target):
             continue
-        try:
-            stats = meta["stats"]
-            kernel = CachedKernel(entry.directory.name[:8], meta["operator"], meta["target"], float(stats["time"]),
-                                  stats.get("baseline"), float(meta.get("created", 0.0)), entry, root)
-        except (KeyError, TypeError, ValueError):
-            continue  # metadata of another version: not listed
+        kernel = CachedKernel(entry.directory.name[:8], meta.operator, meta.target, meta.stats.time,
+                              meta.stats.baseline, meta.created, entry, root)
         if operator is None or _matches(kernel, operator):
             found.append(kernel)
     return sorted(found, key=lambda k: k.created, reverse=True)

@@ -1,0 +1,27 @@
+"""The element types evokernel generates code for, by NumPy name and as Halide types."""
+
+from __future__ import annotations
+
+import halide as hl
+import numpy as np
+
+from .errors import UnsupportedDtypeError
+
+SUPPORTED_DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype) -> str:
+    """Return the canonical dtype name, or raise ``UnsupportedDtypeError``."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in SUPPORTED_DTYPES:
+        raise UnsupportedDtypeError(
+            f"unsupported dtype {dtype!r}: evokernel operators support {', '.join(SUPPORTED_DTYPES)}"
+        )
+    return name
+
+
+def halide_type(dtype: str) -> hl.Type:
+    return {"float32": hl.Float(32), "float64": hl.Float(64)}[check_dtype(dtype)]

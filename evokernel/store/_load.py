@@ -1,0 +1,94 @@
+"""Keeping winners: store a tuned kernel, load it back (verified), read bundles."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..codegen import build, default_threads, link_kernel, native_dir, runtime_library
+from ..codegen import cache_dir as resolve
+from ..errors import NotTunedError, TargetError
+from ..genome import ScheduleSpace
+from ..operators import Operator, from_dict
+from ..target import Target
+from ._cache import CacheEntry, KernelCache, read_bundle
+from ._kernel import Kernel
+from ._meta import KernelMeta
+from ._provenance import machine_fingerprint
+
+log = logging.getLogger("evokernel")
+
+
+def store(root: Path, meta: KernelMeta, object_bytes: bytes, operator: Operator, threads: int | None = None) -> Kernel:
+    """Put a winner in the cache and return it as a Kernel loaded from there."""
+    runtime = runtime_library(meta.target, native_dir(root))
+    library = link_kernel(object_bytes, runtime, native_dir(root))
+    entry = KernelCache(root).store(meta, object_bytes, library)
+    return Kernel(entry.meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator)
+
+
+def cached_entry(root: Path, operator: Operator, target: Target) -> CacheEntry | None:
+    return KernelCache(root).lookup(operator.key, target.string, machine_fingerprint())
+
+
+def from_entry(root: Path, operator: Operator | None, entry: CacheEntry, threads: int | None = None) -> Kernel:
+    """The Kernel of a cache entry: loaded as is when its files check out; an object
+    that fails its checksum is rebuilt from the genome, a library relinked."""
+    meta = entry.meta
+    target = Target.parse(meta.target)
+    runtime = runtime_library(target.string, native_dir(root))
+    object_bytes = entry.verified_object()
+    rebuilt = object_bytes is None
+    if rebuilt:
+        log.warning("cached artifact of %s is missing or corrupted: rebuilding it from its genome", meta.operator)
+        space = ScheduleSpace.of(operator, target, threads or default_threads())
+        object_bytes = build(operator, space, meta.genome, target).object_bytes
+    if rebuilt or not entry.library_intact():
+        KernelCache(root).repair(entry, object_bytes, link_kernel(object_bytes, runtime, native_dir(root)))
+    return Kernel(meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator)
+
+
+def stored_operator(meta: KernelMeta) -> Operator | None:
+    """The built-in operator a kernel's metadata names, rebuilt; None for a custom
+    operator (its code is not stored: the signature is enough to call it)."""
+    try:
+        return from_dict(meta.operator_args)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def load(operator: Operator, target="host", cache_dir=None) -> Kernel:
+    """The cached kernel of ``operator`` on ``target`` for this machine.
+
+    Raises ``NotTunedError`` when there is none yet (``ek.tune`` makes one).
+
+    >>> import evokernel as ek
+    >>> op = ek.operators.relu(32)
+    >>> _ = ek.tune(op, budget=3, seed=0)
+    >>> ek.load(op).genome == ek.tune(op, budget=3).genome   # the second tune() is the cached kernel
+    True
+    """
+    target = Target.parse(target)
+    root = resolve(cache_dir)
+    entry = cached_entry(root, operator, target)
+    if entry is None:
+        raise NotTunedError(f"{operator.key} has not been tuned for {target.string} on this machine yet "
+                            "(call ek.tune first)")
+    return from_entry(root, operator, entry)
+
+
+def load_kernel(path, cache_dir=None, threads: int | None = None) -> Kernel:
+    """Read a bundle written by ``Kernel.save``, after verifying its checksums.
+
+    Raises ``CacheError`` for a missing, corrupted or tampered bundle, and
+    ``TargetError`` when its target cannot run on this machine.
+    """
+    meta, object_bytes = read_bundle(Path(path))
+    target = Target.parse(meta.target)
+    if not target.runs_here():
+        raise TargetError(f"bundle {path} was built for {target.string}, which cannot run on this machine")
+    root = resolve(cache_dir)
+    runtime = runtime_library(target.string, native_dir(root))
+    library = link_kernel(object_bytes, runtime, native_dir(root))
+    return Kernel(meta, library, runtime, threads or default_threads(), object_bytes, stored_operator(meta))
+

@@ -26,8 +26,9 @@ from . import operators
 from ._format import format_seconds
 from .bench import main as bench_main
 from .errors import EvokernelError
-from .evaluators import RayEvaluator, reachable
+from .evaluators import EVALUATORS, RayEvaluator, reachable
 from .export import EXPORTERS
+from .search import STRATEGIES
 from .store import cached_kernels
 from .target import Target
 from .tuner import tune
@@ -91,7 +92,7 @@ def _evaluator(args):
 
 def _tune(args, op) -> int:
     kernel = tune(op, target=args.target, budget=args.budget, seed=args.seed, retune=args.retune,
-                  evaluator=_evaluator(args), progress=False if args.quiet else None)
+                  evaluator=_evaluator(args), strategy=args.strategy, progress=False if args.quiet else None)
     arrays = op.random_inputs(np.random.default_rng(1))
     rtol, atol = op.tolerance
     ok = np.allclose(kernel(*arrays), op.reference(*arrays), rtol=rtol * 10, atol=atol * 10)
@@ -196,8 +197,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log what happens (INFO)")
     tuning = argparse.ArgumentParser(add_help=False)
-    tuning.add_argument("--evaluator", choices=("ray", "local", "inline"), default="ray",
+    tuning.add_argument("--evaluator", choices=tuple(EVALUATORS), default="ray",
                         help="how candidates are built and timed (default: ray)")
+    tuning.add_argument("--strategy", choices=tuple(STRATEGIES), default="ga",
+                        help="how candidates are proposed (default: ga, the genetic algorithm)")
     tuning.add_argument("--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -1,8 +1,8 @@
-"""The side-by-side benchmark suite (issue #6): evokernel beside the unscheduled
+"""The side-by-side benchmark suite: evokernel beside the unscheduled
 pipeline, Halide's autoschedulers (Mullapudi2016, Li2018, Adams2019), NumPy and
 PyTorch, every output checked, every method timed the same way in one process.
 
-    evokernel bench --budget 3m                    # the whole suite
+    evokernel bench --budget 3m                    # the default suite, into ./evokernel-bench/
     python -m evokernel.bench --only gemm-1024,conv2d --search both
 
 From Python (tiny shapes, a budget of evaluations):
@@ -11,7 +11,7 @@ From Python (tiny shapes, a budget of evaluations):
 >>> from evokernel import bench
 >>> case = bench.Case("tiny", lambda: ek.operators.relu((4, 64)), "bytes")
 >>> config = bench.Config(budget=3, evaluator="local", autoschedulers=(),
-...                       protocol=bench.Protocol(rounds=2, min_time=0.001))
+...                       protocol=bench.SideBySide(rounds=2, min_time=0.001))
 >>> results = bench.run([case], config)
 >>> sorted(results["operators"][0]["methods"])[:2], results["operators"][0]["methods"]["numpy"]["status"]
 (['evokernel', 'numpy'], 'ok')
@@ -23,7 +23,7 @@ from ._cli import main
 from ._report import markdown, write
 from ._run import Config, run
 from ._suite import SHAPES, SUITE, SUITES, Case, select
-from ._timing import Protocol, Timing, time_side_by_side
+from ._timing import SideBySide, Timing, time_side_by_side
 
-__all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "SUITES", "select", "Protocol", "Timing", "time_side_by_side",
+__all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "SUITES", "select", "SideBySide", "Timing", "time_side_by_side",
            "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write"]

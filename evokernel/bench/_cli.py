@@ -12,7 +12,8 @@ from ._report import markdown, write
 from ._run import STRATEGIES, Config, run
 from ._suite import SUITES, select
 
-DEFAULT_OUT = "benchmarks/results"
+#: Where results go without ``--out``: relative, so in the directory the command runs in.
+DEFAULT_OUT = "evokernel-bench"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,11 +23,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Time evokernel beside Halide's autoschedulers, NumPy and PyTorch on a suite of operators.")
     parser.add_argument("--budget", default="3m", help="tuning budget per operator and search strategy "
                                                        "(a duration such as 3m, or evaluations: 50); default 3m")
-    parser.add_argument("--suite", choices=list(SUITES), default="issue",
-                        help="issue: the operators of issue #6; shapes: other sizes of them (default issue)")
+    parser.add_argument("--suite", choices=list(SUITES), default="default",
+                        help="default: standard NN operators (gemm, fc, conv2d, depthwise, max pool, ReLU, "
+                             "softmax) at common sizes, each with its goals, used without --suite; shapes: other "
+                             "sizes of them, with the same goals")
     parser.add_argument("--only", help="comma-separated operators of the suite: "
                         + "; ".join(f"{name}: {','.join(c.name for c in cases)}" for name, cases in SUITES.items()))
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
+    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                        help=f"results directory for bench.json, bench.md and the plots; created if missing "
+                             f"(default: ./{DEFAULT_OUT} in the current directory)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search", choices=list(STRATEGIES), default="ga",
                         help="ga, random, or both (same budget each; reports the search curves)")

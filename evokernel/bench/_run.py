@@ -37,7 +37,7 @@ from ._autoschedule import AUTOSCHEDULERS, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
 from ._halide import HalideMethods
 from ._suite import Case
-from ._timing import Protocol, Timing, time_side_by_side
+from ._timing import SideBySide, Timing, time_side_by_side
 
 log = logging.getLogger("evokernel.bench")
 
@@ -67,7 +67,7 @@ class Config:
     autoschedule_timeout: float = 900.0
     baselines: Mapping[str, Baseline] = field(
         default_factory=lambda: {"numpy": numpy_baseline, "torch": torch_baseline})
-    protocol: Protocol = field(default_factory=Protocol)
+    protocol: SideBySide = field(default_factory=SideBySide)
     call_timeout: float = 120.0
     cache_dir: "str | Path | None" = None
 
@@ -231,7 +231,7 @@ EARLY_SHARE, EARLY_PART = 0.9, 1 / 3
 
 def targets(case: Case, methods: dict[str, dict], autoschedulers: Sequence[str], curve: dict | None = None,
             budget: Budget | None = None) -> list[dict]:
-    """The issue's goals for this operator, from the side-by-side ratios: evokernel
+    """The suite's goals for this operator, from the side-by-side ratios: evokernel
     at least as fast as the best autoscheduler; within ``library_slack`` of the
     faster library; faster than PyTorch (``beat_torch``); the GA's kernel
     ``search_gain`` times faster than random search's; and, given the GA's search

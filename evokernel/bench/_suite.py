@@ -1,4 +1,5 @@
-"""The benchmark suites: the operators of issue #6, and other sizes of them."""
+"""The benchmark suites: ``default``, standard NN operators at common sizes with
+the goals evokernel should meet on each, and ``shapes``, other sizes of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class Case:
     """One benchmarked operator: a short ``name`` for ``--only``, a factory (so the
     suite costs nothing until run), and ``metric``: ``"flops"`` for compute-bound
     operators (reported in GFLOP/s), ``"bytes"`` for memory-bound ones (GB/s).
-    The issue's targets: evokernel within ``library_slack`` times the faster
+    Its goals: evokernel within ``library_slack`` times the faster
     library's time, faster than PyTorch (``beat_torch``), and the GA
     ``search_gain`` times faster than random search."""
 
@@ -32,6 +33,8 @@ class Case:
         return self.make()
 
 
+#: The default suite: gemm, fully connected, conv2d (plain and fused with bias and
+#: ReLU), depthwise conv, max pool, ReLU and softmax at common network sizes.
 SUITE: tuple[Case, ...] = (
     Case("gemm-512", lambda: operators.matmul(512, 512, 512), title="gemm 512³", library_slack=1.15),
     Case("gemm-1024", lambda: operators.matmul(1024, 1024, 1024), title="gemm 1024³", library_slack=1.15,
@@ -52,7 +55,7 @@ SUITE: tuple[Case, ...] = (
 
 #: Other sizes, with the same goals as their kind above: odd, prime and tiny
 #: products, a batch, a stride, 1x1 and 7x7 kernels, odd pools and rows. Searching
-#: well on the issue's shapes alone would not be enough.
+#: well on the default suite's shapes alone would not be enough.
 SHAPES: tuple[Case, ...] = (
     Case("gemm-odd", lambda: operators.matmul(127, 255, 63), title="gemm 127×255×63", library_slack=1.15),
     Case("gemm-prime", lambda: operators.matmul(97, 101, 103), title="gemm 97×101×103", library_slack=1.15),
@@ -73,7 +76,7 @@ SHAPES: tuple[Case, ...] = (
     Case("softmax-odd", lambda: operators.softmax((13, 1001)), "bytes", "softmax 13×1001", beat_torch=True),
 )
 
-SUITES = {"issue": SUITE, "shapes": SHAPES}
+SUITES = {"default": SUITE, "shapes": SHAPES}
 
 
 def select(only: "str | Iterable[str] | None", suite: Iterable[Case] = SUITE) -> list[Case]:

@@ -1,4 +1,6 @@
-"""One timing protocol for every method, run side by side in this process.
+"""One timing protocol for every method, run side by side in this process
+(``SideBySide``: not to be confused with ``evokernel.evaluators.Protocol``, how
+the tuner times a candidate).
 
 Each method is a call with no arguments (its inputs and output are bound already).
 First each method finds how many calls last ``min_time`` (batches of 1, 2, 4...
@@ -21,8 +23,9 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """Rounds, seconds per batch and the limits for slow methods."""
+class SideBySide:
+    """How ``time_side_by_side`` times methods: rounds, seconds per batch and the
+    limits for slow methods."""
 
     rounds: int = 9
     min_time: float = 0.05
@@ -39,13 +42,13 @@ class Timing:
     calls: int
 
 
-def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: Protocol = Protocol()
+def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: SideBySide = SideBySide()
                       ) -> dict[str, Timing]:
     """Time every method with the same protocol, interleaved.
 
     >>> import numpy as np
     >>> x = np.ones(1000)
-    >>> t = time_side_by_side({"sum": x.sum, "max": x.max}, Protocol(rounds=3, min_time=0.001))
+    >>> t = time_side_by_side({"sum": x.sum, "max": x.max}, SideBySide(rounds=3, min_time=0.001))
     >>> sorted(t), all(v.median > 0 and v.calls >= 3 for v in t.values())
     (['max', 'sum'], True)
     """

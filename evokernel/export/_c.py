@@ -4,8 +4,8 @@ Every kernel object defines the same symbols (``evokernel_kernel``, its ``_argv`
 and ``_metadata`` entry points and global parallel-loop closures
 ``evokernel_kernel_par_for_*``), so each is renamed before linking. Renaming with
 ``objcopy --redefine-syms`` was chosen over rebuilding from ``operator`` + ``genome``
-under a new function name: measured on a 3x3 conv (16->32 channels, 28x28) on the
-2-core dev machine, renaming takes 10 ms (median of 15) against 500 ms for a rebuild
+under a new function name: measured on a 3x3 conv (16->32 channels, 28x28) on a
+2-core AMD Zen 5 machine (2026-11), renaming takes 10 ms (median of 15) against 500 ms for a rebuild
 (``compile_for`` without runtime, median of 8); it ships the exact bytes that were
 tuned and checked; and it works for kernels loaded from bundles whose operator code
 is not at hand.

@@ -11,11 +11,11 @@ from ._custom import CustomOperator, custom
 from ._elementwise import Add, Relu, Relu6, add, relu, relu6
 from ._matmul import FullyConnected, MatMul, fc, matmul
 from ._pool import Pool2d, avg_pool2d, max_pool2d
-from ._registry import factories, from_dict
+from ._registry import factories, factory, from_dict
 from ._softmax import Softmax, softmax
 
 __all__ = [
-    "from_dict", "factories",
+    "from_dict", "factories", "factory",
     # factories
     "matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d",
     "relu", "relu6", "add", "softmax", "custom",

@@ -8,6 +8,7 @@ exporters and the command line, as one frozen dataclass; on disk it is the JSON 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -102,7 +103,8 @@ class KernelMeta:
     def new(cls, operator: Operator, target: Target, genome: Genome, schedule: str, stats: TuningStats,
             budget: Budget) -> "KernelMeta":
         """The metadata of a kernel tuned now, on this machine."""
-        return cls(operator.key, operator.to_dict(), Signature.of(operator), target.string, machine_fingerprint(),
+        args = json.loads(json.dumps(operator.to_dict()))  # as it reads back: tuples become lists
+        return cls(operator.key, args, Signature.of(operator), target.string, machine_fingerprint(),
                    genome, schedule, stats, budget, *versions(), time.time())
 
     def to_dict(self) -> dict:

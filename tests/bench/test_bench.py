@@ -13,7 +13,7 @@ import evokernel as ek
 from evokernel import bench
 from evokernel.errors import EvokernelError
 
-FAST = bench.Protocol(rounds=3, min_time=0.002, max_seconds=0.2)
+FAST = bench.SideBySide(rounds=3, min_time=0.002, max_seconds=0.2)
 
 
 def broken(op, inputs, threads):
@@ -149,27 +149,32 @@ def test_select_keeps_suite_order():
     assert len(bench.select(None)) == len(bench.SUITE) == 9
     assert [c.name for c in bench.select("relu-odd,gemm-tiny", bench.SHAPES)] == ["gemm-tiny", "relu-odd"]
     with pytest.raises(ek.EvokernelError, match="relu-odd"):
-        bench.select("relu-odd")  # not in the issue's suite
+        bench.select("relu-odd")  # not in the default suite
+    assert list(bench.SUITES) == ["default", "shapes"]
+    assert bench.SUITES["default"] is bench.SUITE and bench.SUITES["shapes"] is bench.SHAPES
 
 
 def test_other_sizes_are_other_shapes_with_the_same_goals():
-    """The shapes suite differs from the issue's in every operator key, and each
+    """The shapes suite differs from the default suite in every operator key, and each
     case keeps the goals of its kind (library for products, PyTorch otherwise)."""
-    issue = {c.operator.key for c in bench.SUITE}
+    default = {c.operator.key for c in bench.SUITE}
     names = [c.name for c in bench.SHAPES]
     assert len(set(names)) == len(names) and not set(names) & {c.name for c in bench.SUITE}
     for case in bench.SHAPES:
         op = case.operator
-        assert op.key not in issue
+        assert op.key not in default
         product = op.family == "matmul" or (op.family == "conv2d" and op.groups == 1)
         assert case.library_slack == (1.15 if product else None) and case.beat_torch == (not product)
 
 
-def test_cli_runs_the_shapes_suite(tmp_path):
+def test_cli_runs_the_shapes_suite_into_the_current_directory(tmp_path, monkeypatch):
+    """Without ``--out`` the results go to ``evokernel-bench/`` in the current directory."""
+    monkeypatch.chdir(tmp_path)
     rc = bench.main(["--suite", "shapes", "--only", "gemm-tiny", "--budget", "3", "--evaluator", "local",
-                     "--no-torch", "--out", str(tmp_path)])
+                     "--no-torch"])
     assert rc == 0
-    (op,) = json.loads((tmp_path / "bench.json").read_text())["operators"]
+    assert {"bench.json", "bench.md"} <= {p.name for p in (tmp_path / "evokernel-bench").iterdir()}
+    (op,) = json.loads((tmp_path / "evokernel-bench" / "bench.json").read_text())["operators"]
     assert op["name"] == "gemm-tiny" and op["methods"]["evokernel"]["status"] == "ok"
     assert any(t["goal"].startswith("within 1.15x") for t in op["targets"])
 
@@ -200,7 +205,7 @@ def test_baselines_match_the_reference(make, baseline):
 
 
 def test_side_by_side_timing_limits_slow_methods():
-    protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=2, max_seconds=0.02)
+    protocol = bench.SideBySide(rounds=6, min_time=0.001, min_rounds=2, max_seconds=0.02)
     timings = bench.time_side_by_side({"slow": lambda: time.sleep(0.015), "fast": lambda: None}, protocol)
     assert timings["slow"].calls == 2 and timings["slow"].median >= 0.015
     assert timings["fast"].calls >= 6 and timings["fast"].median < timings["slow"].median
@@ -233,18 +238,19 @@ def test_early_speed_target_reads_the_ga_curve_at_a_third_of_the_budget():
 
 
 def test_a_pathological_method_stops_at_four_times_the_limit():
-    protocol = bench.Protocol(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
+    protocol = bench.SideBySide(rounds=6, min_time=0.001, min_rounds=5, max_seconds=0.005)
     timings = bench.time_side_by_side({"stuck": lambda: time.sleep(0.03), "fast": lambda: None}, protocol)
     assert timings["stuck"].calls == 1 and timings["fast"].calls >= 6
 
 
 def test_a_halide_kernel_past_the_call_timeout_is_reported_not_run_here():
     """The check call of Halide-compiled kernels runs in evokernel's killable worker:
-    the unscheduled gemm 640^3 (serial scalar loops: ~0.3 s a call here) passes its
-    0.06 s timeout and is reported as a run_timeout, while evokernel's vectorised,
-    parallel kernel (~5 ms) and the library go on to be timed."""
-    case = bench.Case("gemm", lambda: ek.operators.matmul(640, 640, 640))
-    config = bench.Config(budget=3, evaluator="local", autoschedulers=(), call_timeout=0.06,
+    the unscheduled gemm 768^3 (serial scalar loops: ~0.5 s a call here, more under
+    load) passes its 0.25 s timeout and is reported as a run_timeout, while
+    evokernel's vectorised, parallel kernel (~10 ms alone, up to ~0.13 s on a loaded
+    machine) and the library go on to be timed."""
+    case = bench.Case("gemm", lambda: ek.operators.matmul(768, 768, 768))
+    config = bench.Config(budget=3, evaluator="local", autoschedulers=(), call_timeout=0.25,
                           baselines={"numpy": bench.numpy_baseline}, protocol=FAST)
     (op,) = bench.run([case], config)["operators"]
     unscheduled = op["methods"]["unscheduled"]

@@ -1,10 +1,11 @@
 """Tuned versus unscheduled, side by side: gemm 512^3 and conv2d 1x64x56x56->64 3x3.
 
-    python benchmarks/spine_speedup.py [--budget 60s]
+    python benchmarks/tuned_vs_unscheduled.py [--budget 60s] [--out DIR]
 
 For each operator: tune within the budget, then time the tuned kernel and the
 unscheduled pipeline alternately in this process (medians of several rounds) and
-print both with their ratio. Also writes benchmarks/results/spine_speedup.json.
+print both with their ratio. Also writes tuned_vs_unscheduled.json into ``--out``
+(default: the ``results`` directory beside this script).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import evokernel as ek
 from evokernel.codegen import FUNCTION, build, default_threads
 from evokernel.genome import ScheduleSpace
 from evokernel import codegen
+
+NAME = Path(__file__).stem
+RESULTS = Path(__file__).resolve().parent / "results"
 
 OPERATORS = {
     "gemm 512^3": lambda: ek.operators.matmul(512, 512, 512),
@@ -53,7 +57,9 @@ def side_by_side(op, kernel: ek.Kernel, baseline: codegen.NativeKernel, rounds: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="60s")
+    parser.add_argument("--budget", default="60s", help="tuning budget per operator (default 60s)")
+    parser.add_argument("--out", type=Path, default=RESULTS, metavar="DIR",
+                        help=f"directory for {NAME}.json (default: {RESULTS})")
     args = parser.parse_args()
     target, threads = ek.Target.parse("host"), default_threads()
     rows = []
@@ -66,9 +72,8 @@ def main() -> None:
         rows.append({"operator": name, "key": op.key, "unscheduled_ms": base * 1e3, "tuned_ms": tuned * 1e3,
                      "speedup": base / tuned, "evaluations": len(kernel.history)})
         print(f"| {name} | {base * 1e3:.2f} | {tuned * 1e3:.3f} | {base / tuned:.1f}x |", flush=True)
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "spine_speedup.json").write_text(json.dumps({
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{NAME}.json").write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "threads": threads, "budget": args.budget,
         "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
 

@@ -50,9 +50,10 @@ def tune(operator: Operator, target: "str | Target" = "host", budget="60s", seed
     ``Evaluator`` (any ``Builder`` and ``Runner``). ``strategy`` is ``"ga"`` (default),
     ``"random"``, an ``ek.SearchSettings`` or any ``ek.search.SearchStrategy`` object.
     ``records`` is where evaluations are kept: ``"sqlite"`` (the cache directory's
-    database, default), ``"memory"`` or an ``ek.store.Records``. ``cache_dir`` overrides ``$EVOKERNEL_CACHE_DIR``. ``progress``: ``None``
-    (a live bar when stderr is a terminal), ``True``, ``False`` or a callable given an
-    ``ek.TuningProgress`` after each evaluation.
+    database, default), ``"memory"`` or an ``ek.store.Records``. ``cache_dir``
+    overrides ``$EVOKERNEL_CACHE_DIR``. ``progress``: ``None`` (a live bar when stderr
+    is a terminal), ``True``, ``False`` or a callable given an ``ek.TuningProgress``
+    after each evaluation.
 
     >>> import numpy as np, evokernel as ek
     >>> op = ek.operators.matmul(m=64, n=64, k=64)

@@ -1,4 +1,5 @@
-"""Operators of every family on small, awkward shapes, shared by the spine tests.
+"""Operators of every family on small, awkward shapes, and the helpers that check them,
+shared by tests throughout this directory.
 
 Imported as ``from _families import ...``: pytest puts this directory on sys.path
 because tests/conftest.py lives here. Each entry is (test id, operator).

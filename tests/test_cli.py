@@ -15,13 +15,6 @@ import evokernel as ek
 TINY = ["--budget", "3", "--evaluator", "local", "--seed", "0"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli-cache")
-    path.chmod(0o700)
-    return path
-
-
 def run(cache, *args, timeout=300):
     env = {**os.environ, "EVOKERNEL_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, "-m", "evokernel", *args], capture_output=True, text=True,
@@ -37,16 +30,18 @@ def one_clear_line(done, code=2):
 
 
 @pytest.fixture(scope="module")
-def tuned(cache):
-    """Two kernels in the cache, tuned through the command line."""
+def tuned_cli(make_cache):
+    """A cache holding two kernels tuned through the command line, and what each
+    ``tune`` printed (the tests of this module that take it run in file order)."""
+    cache = make_cache("cli")
     relu = run(cache, "tune", "relu", "shape=4,100", *TINY)
     matmul = run(cache, "tune", "matmul", "m=24", "n=16", "k=8", *TINY)
-    return relu, matmul
+    return cache, (relu, matmul)
 
 
-def test_tune_prints_report_check_and_schedule(tuned):
-    relu, matmul = tuned
-    for done in tuned:
+def test_tune_prints_report_check_and_schedule(tuned_cli):
+    _, (relu, matmul) = tuned_cli
+    for done in (relu, matmul):
         assert done.returncode == 0, done.stderr
         assert "matches the NumPy reference" in done.stdout
         assert "failures" in done.stdout and "speedup" in done.stdout
@@ -55,7 +50,8 @@ def test_tune_prints_report_check_and_schedule(tuned):
     assert "schedule:\n" in matmul.stdout and "out." in matmul.stdout.split("schedule:")[1]
 
 
-def test_list_shows_each_cached_kernel(cache, tuned):
+def test_list_shows_each_cached_kernel(tuned_cli):
+    cache, _ = tuned_cli
     done = run(cache, "list")
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.strip().splitlines()
@@ -68,7 +64,8 @@ def test_list_shows_each_cached_kernel(cache, tuned):
     assert len(only) == 2 and "matmul(m=24" in only[1]
 
 
-def test_show_by_name_id_and_arguments(cache, tuned):
+def test_show_by_name_id_and_arguments(tuned_cli):
+    cache, _ = tuned_cli
     by_name = run(cache, "show", "matmul")
     assert by_name.returncode == 0, by_name.stderr
     assert "matmul(m=24,n=16,k=8" in by_name.stdout and "history: 1: " in by_name.stdout
@@ -81,29 +78,32 @@ def test_show_by_name_id_and_arguments(cache, tuned):
     assert "| failures |" in by_args.stdout and "```python" in by_args.stdout
 
 
-def test_show_plots_a_png(cache, tuned, tmp_path):
+def test_show_plots_a_png(tuned_cli, tmp_path):
+    cache, _ = tuned_cli
     path = tmp_path / "search.png"
     done = run(cache, "show", "relu", "--plot", str(path))
     assert done.returncode == 0, done.stderr
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_show_refuses_unknown_and_ambiguous_kernels(cache, tuned):
+def test_show_refuses_unknown_and_ambiguous_kernels(tuned_cli):
+    cache, _ = tuned_cli
     assert "no cached kernel matches 'conv2d'" in one_clear_line(run(cache, "show", "conv2d"))
     run(cache, "tune", "relu", "shape=7", *TINY)
     ambiguous = one_clear_line(run(cache, "show", "relu"))
     assert "matches 2 cached kernels" in ambiguous and "name one by id" in ambiguous
 
 
-def test_tune_a_second_time_is_the_cached_kernel(cache, tuned):
+def test_tune_a_second_time_is_the_cached_kernel(tuned_cli):
+    cache, runs = tuned_cli
     again = run(cache, "tune", "relu", "shape=4,100", *TINY)
     assert again.returncode == 0
-    first_time = next(line for line in tuned[0].stdout.splitlines() if line.startswith("time"))
+    first_time = next(line for line in runs[0].stdout.splitlines() if line.startswith("time"))
     assert first_time in again.stdout
 
 
-@pytest.mark.skipif(not hasattr(ek, "export_c"), reason="the C exporter (ek.export_c) has not landed yet")
-def test_export_c_writes_a_library(cache, tuned, tmp_path):
+def test_export_c_writes_a_library(tuned_cli, tmp_path):
+    cache, _ = tuned_cli
     done = run(cache, "export", "c", str(tmp_path / "lib"), "--operator", "matmul", "--name", "mylib")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("exported 1 kernels:")
@@ -111,8 +111,8 @@ def test_export_c_writes_a_library(cache, tuned, tmp_path):
     assert "mylib_matmul" in (tmp_path / "lib" / "mylib.h").read_text()
 
 
-@pytest.mark.skipif(not hasattr(ek, "export_tengine_plugin"), reason="the Tengine exporter has not landed yet")
-def test_export_tengine_writes_a_plugin_or_names_what_it_cannot_express(cache, tuned, tmp_path):
+def test_export_tengine_writes_a_plugin_or_names_what_it_cannot_express(tuned_cli, tmp_path):
+    cache, _ = tuned_cli
     plugin = tmp_path / "libek_tengine.so"
     done = run(cache, "export", "tengine", str(plugin), "--operator", "relu", "shape=4,100")
     assert done.returncode == 0, done.stderr
@@ -120,22 +120,19 @@ def test_export_tengine_writes_a_plugin_or_names_what_it_cannot_express(cache, t
     assert "matmul" in one_clear_line(run(cache, "export", "tengine", str(tmp_path / "x.so"), "--operator", "matmul"))
 
 
-def test_export_refuses_what_is_not_cached(cache, tuned, tmp_path):
+def test_export_refuses_what_is_not_cached(tuned_cli, tmp_path):
+    cache, _ = tuned_cli
     assert "no cached kernel matches 'softmax'" in one_clear_line(
         run(cache, "export", "c", str(tmp_path / "x"), "--operator", "softmax"))
     assert "invalid choice: 'onnx'" in one_clear_line(run(cache, "export", "onnx", str(tmp_path / "x")))
 
 
-def test_list_on_an_empty_cache(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir(mode=0o700)
-    done = run(empty, "list")
+def test_list_on_an_empty_cache(cache):
+    done = run(cache, "list")
     assert done.returncode == 0 and "no cached kernels yet" in done.stdout
 
 
-def test_demo_with_a_tiny_budget(tmp_path):
-    cache = tmp_path / "demo"
-    cache.mkdir(mode=0o700)
+def test_demo_with_a_tiny_budget(cache):
     done = run(cache, "demo", "--budget", "2", "--evaluator", "local")
     assert done.returncode == 0, done.stderr
     assert "matmul(m=512,n=512,k=512" in done.stdout and "matches the NumPy reference" in done.stdout
@@ -161,6 +158,7 @@ def test_bad_arguments_are_one_clear_line_and_exit_2(cache, args, message):
     assert message in one_clear_line(run(cache, *args))
 
 
+@pytest.mark.ray
 def test_tune_on_a_ray_cluster(cache):
     """A real one-node Ray cluster on loopback that offers the host's runner resource;
     the command joins it by address."""
@@ -195,8 +193,6 @@ def test_help_lists_every_command(cache):
         assert command in done.stdout
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(ek.__file__), "bench")),
-                    reason="evokernel.bench has not landed yet")
 def test_bench_help_passes_through(cache):
     done = run(cache, "bench", "--help")
     assert done.returncode == 0, done.stderr

@@ -19,10 +19,13 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs(script, tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
+#: Examples that start or join Ray.
+RAY = {"ray_cluster"}
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, id=p.stem, marks=[pytest.mark.ray] if p.stem in RAY else [])
+                                    for p in EXAMPLES])
+def test_example_runs(script, cache, tmp_path):
     env = {**os.environ, "EVOKERNEL_EXAMPLE_BUDGET": "3", "EVOKERNEL_CACHE_DIR": str(cache)}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=540, env=env,

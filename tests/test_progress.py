@@ -22,7 +22,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _env(cache):
-    cache.mkdir(mode=0o700, exist_ok=True)
     return {**os.environ, "EVOKERNEL_CACHE_DIR": str(cache), "TERM": "xterm-256color", "COLUMNS": "160"}
 
 
@@ -54,23 +53,23 @@ def run_in_terminal(args, cache) -> tuple[int, str]:
     return rc, ANSI.sub("", b"".join(chunks).decode(errors="replace"))
 
 
-def test_bar_appears_in_a_terminal(tmp_path):
-    rc, shown = run_in_terminal(TUNE, tmp_path / "cache")
+def test_bar_appears_in_a_terminal(cache):
+    rc, shown = run_in_terminal(TUNE, cache)
     assert rc == 0, shown
     assert "relu(shape=3x50" in shown
     assert "evaluations 3 | best " in shown
     assert "speedup " in shown and "failures: none" in shown
 
 
-def test_quiet_silences_the_bar_in_a_terminal(tmp_path):
-    rc, shown = run_in_terminal([*TUNE, "--quiet"], tmp_path / "cache")
+def test_quiet_silences_the_bar_in_a_terminal(cache):
+    rc, shown = run_in_terminal([*TUNE, "--quiet"], cache)
     assert rc == 0, shown
     assert "evaluations" not in shown
 
 
-def test_no_bar_in_a_pipe(tmp_path):
+def test_no_bar_in_a_pipe(cache):
     done = subprocess.run([sys.executable, "-m", "evokernel", *TUNE], capture_output=True, text=True, timeout=300,
-                          env=_env(tmp_path / "cache"))
+                          env=_env(cache))
     assert done.returncode == 0, done.stderr
     assert "evaluations 3 |" not in done.stderr + done.stdout
     assert "\x1b[" not in done.stderr

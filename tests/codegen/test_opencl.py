@@ -61,6 +61,7 @@ def test_inline_evaluator_runs_opencl_kernels_in_process():
     assert_close(op, kernel(x), op.reference(x))
 
 
+@pytest.mark.ray
 def test_ray_runs_opencl_timings_on_the_node_offering_its_resource():
     """A head node with only the host's CPU runner, and a second node offering the
     OpenCL runner resource: every timing runs on the second one; a CUDA target,

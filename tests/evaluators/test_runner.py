@@ -229,7 +229,7 @@ def test_an_algorithm_that_disagrees_with_its_reference_is_wrong_result():
     assert result.outcome is Outcome.WRONG_RESULT
     assert result.max_error == pytest.approx(1.0) and result.message
     with pytest.raises(ek.TuningError, match="wrong_result"):
-        ek.tune(op, budget=3, seed=0)
+        ek.tune(op, budget=3, seed=0, evaluator="local")
 
 
 def test_an_out_of_bounds_read_is_run_crash_with_halides_message():

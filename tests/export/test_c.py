@@ -18,8 +18,8 @@ MATMUL = ek.operators.matmul(m=12, n=8, k=10)
 
 
 @pytest.fixture(scope="module")
-def kernels():
-    return {name: ek.tune(op, budget=2, seed=0, evaluator="local") for name, op in (("conv", CONV), ("mm", MATMUL))}
+def kernels(tuned):
+    return {name: tuned(op, budget=2) for name, op in (("conv", CONV), ("mm", MATMUL))}
 
 
 def _program(tmp: Path, calls: list[tuple[str, int, list[int]]], header: str) -> Path:

@@ -72,9 +72,8 @@ def test_opencl_object_embeds_opencl_c_kernels(tmp_path):
     assert out.header is None and not (tmp_path / "conv_cl.h").exists()
 
 
-def test_a_tuned_kernel_compiles_with_its_genome_and_a_cpu_genome_gets_gpu_mappings(tmp_path):
-    op = ek.operators.relu((8, 64))
-    kernel = ek.tune(op, budget=3, seed=0, evaluator="local")
+def test_a_tuned_kernel_compiles_with_its_genome_and_a_cpu_genome_gets_gpu_mappings(tuned, tmp_path):
+    kernel = tuned(ek.operators.relu((8, 64)), budget=3)
     arm = ek.compile_for(kernel, "arm-64-linux", tmp_path / "relu_arm.o")
     assert elf_machine(arm.path) == EM_AARCH64
     assert arm.genome.stages[0].tiles == kernel.genome.stages[0].tiles

@@ -98,9 +98,32 @@ def test_an_exhausted_space_ends_the_search_without_repeats():
 
 
 def test_time_budget_ends_the_search():
-    history, clock, _, _ = run_evolve(OPS["relu"], Budget(seconds=2.0), seed=5)
-    assert clock.elapsed() < 2.0 + 5.0  # at most one candidate past the deadline
-    assert len(history) >= SMALL.mu
+    """On an injected clock where each evaluation takes 0.25 s, a 2.1 s budget: the
+    evaluations started at 0, 0.25, ..., 2.0 s run (the one in progress at the deadline
+    finishes), then the search stops, whatever the batch sizes."""
+    now = [0.0]
+    evaluator, context = prepared(OPS["relu"])
+    clock = Budget(seconds=2.1).clock(now=lambda: now[0])
+    deadlines = []
+
+    def evaluate(genomes, deadline):
+        """As an evaluator does: stop early once the deadline has passed, after one result."""
+        deadlines.append(deadline)
+        results = []
+        for genome in genomes:
+            if results and now[0] > deadline:
+                break
+            results.extend(evaluator.evaluate([genome]))
+            now[0] += 0.25
+        return results
+
+    try:
+        history = run_search(create_strategy(SMALL), context.space, evaluate, clock, random.Random(5))
+    finally:
+        evaluator.close()
+    assert len(history) == 9 == clock.evaluations
+    assert clock.spent() and clock.elapsed() == 2.25  # one evaluation past the deadline, no more
+    assert set(deadlines) == {2.1}
     assert len({g.key for g, _ in history}) == len(history)
 
 

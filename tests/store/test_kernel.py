@@ -10,19 +10,19 @@ from _families import assert_close, fresh_inputs
 import evokernel as ek
 from evokernel.errors import KernelCallError, UnsupportedDtypeError
 
-M, N, K = 31, 43, 17  # not a shape tuned elsewhere in the session (records are shared)
+M, N, K = 31, 43, 17
 
 
 @pytest.fixture(scope="module")
-def matmul():
+def matmul(tuned):
     op = ek.operators.matmul(M, N, K)
-    return op, ek.tune(op, budget=3, seed=0)
+    return op, tuned(op, budget=3)
 
 
 @pytest.fixture(scope="module")
-def relu():
+def relu(tuned):
     op = ek.operators.relu((6, 11))
-    return op, ek.tune(op, budget=2, seed=0)
+    return op, tuned(op, budget=2)
 
 
 def inputs(op, seed=0):

@@ -87,9 +87,12 @@ def test_no_genome_is_evaluated_twice(name, evaluations):
     assert [r.genome_key for _, r in history] == keys
 
 
+@pytest.mark.slow
 def test_an_exhausted_space_ends_the_search_without_repeats():
     """relu on one element has a couple of hundred distinct genomes: the search
-    evaluates each at most once and stops before a larger budget is spent."""
+    evaluates each at most once and stops before a larger budget is spent (a minute
+    of evaluations; a strategy with nothing new ending the search is also checked
+    in tests/test_extending.py)."""
     op = ek.operators.relu((1,))
     history, clock, _, _ = run_evolve(op, Budget(evaluations=1000), seed=0, settings=SearchSettings())
     keys = [g.key for g, _ in history]

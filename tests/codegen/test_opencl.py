@@ -51,7 +51,7 @@ def test_output_is_copied_back_into_out_and_device_memory_released():
         a += 1
         assert kernel(a, b, out=out) is out
         np.testing.assert_allclose(out, a + b, rtol=1e-6)
-    assert all(buf.device == 0 for buf in kernel.codegen._buffers)
+    assert all(buf.device == 0 for buf in kernel._native._buffers)
 
 
 def test_inline_evaluator_runs_opencl_kernels_in_process():

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..codegen import FUNCTION, NativeKernel, link_kernel, load_runtime, native_dir, runtime_library
+from ..codegen import FUNCTION, NativeKernel, link_kernel, load_runtime, native_runtime
 from ..errors import EvokernelError
 from ..evaluators import CHECK_ONLY, Outcome, Task, WorkerProcess
 from ..operators import Operator
@@ -28,8 +28,7 @@ class HalideMethods:
                  reference: np.ndarray, call_timeout: float, max_seconds: float):
         self.op, self.inputs = op, inputs
         self.call_timeout, self.max_seconds = call_timeout, max_seconds
-        self.dir = native_dir(cache)
-        self.runtime_path = runtime_library(target.string, self.dir)
+        self.dir, self.runtime_path = native_runtime(cache, target.string)
         self.runtime = load_runtime(self.runtime_path, threads)
         specs = (*op.inputs, op.output)
         self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]

@@ -138,7 +138,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
         search = _tuned(case.name, op, config, target, threads, cache, halide, methods, calls)
     finally:
         halide.close()
-    _stop_local_ray()
+    shutdown_local_ray()  # its idle processes would share the cores with the kernels being timed
     _libraries(op, config, inputs, threads, methods, calls)
     once = _check_all(case.name, op, reference, methods, calls, config.protocol.max_seconds)
     timings = {**time_side_by_side(calls, config.protocol), **once, **halide.once}
@@ -183,13 +183,6 @@ def _tuned(label: str, op: Operator, config: Config, target: Target, threads: in
         halide.add(name, kernel.object_bytes, methods[name], calls)
         search[strategy] = _curve(kernel.stats)
     return search
-
-
-def _stop_local_ray() -> None:
-    """Stop the local Ray instance that ``tune`` started in this process, if any (the
-    next ``tune`` starts it again), so that its idle processes do not share the
-    cores with the kernels being timed."""
-    shutdown_local_ray()
 
 
 def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods: dict, calls: dict) -> None:

@@ -28,7 +28,7 @@ from filelock import FileLock
 
 from ..errors import BuildError, KernelRuntimeError
 from ..target import GPU_APIS
-from ._paths import write_atomic
+from ._paths import native_dir, write_atomic
 
 _TYPE_CODES = {"i": 0, "u": 1, "f": 2}  # halide_type_code_t
 
@@ -109,6 +109,13 @@ def runtime_library(target: str, directory: Path) -> Path:
                   str(runtime_obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
             os.replace(lib, path)
     return path
+
+
+def native_runtime(root: Path, target: str) -> tuple[Path, Path]:
+    """The cache ``root``'s directory of compiled code, and in it the runtime library
+    for ``target`` (built on first use)."""
+    native = native_dir(root)
+    return native, runtime_library(target, native)
 
 
 def _halide_include() -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen import Artifact, link_kernel, native_dir, runtime_library
+from ..codegen import Artifact, link_kernel, native_runtime
 from ..genome import ScheduleSpace
 from ..operators import Operator
 from ..target import Target
@@ -46,8 +46,7 @@ class Context:
         rng = np.random.default_rng(self.seed)
         self.inputs = self.operator.random_inputs(rng)
         self.reference = np.asarray(self.operator.reference(*self.inputs), dtype=self.operator.dtype)
-        self.native_dir = native_dir(self.cache)
-        self.runtime = runtime_library(self.target.string, self.native_dir)
+        self.native_dir, self.runtime = native_runtime(self.cache, self.target.string)
 
     def task(self) -> Task:
         specs = (*self.operator.inputs, self.operator.output)

@@ -18,9 +18,8 @@ import dataclasses
 import logging
 import sys
 import time
-from pathlib import Path
 
-from ..codegen import FUNCTION, Artifact, build, cache_dir, install_library, link_kernel, native_dir, runtime_library
+from ..codegen import FUNCTION, Artifact, build, cache_dir, install_library, link_kernel, native_runtime
 from ..errors import EvokernelError
 from ..genome import Genome
 from ..target import Target
@@ -50,18 +49,12 @@ def _ship_code_by_value(operator) -> None:
                 pass
 
 
-def _node_runtime(target: str) -> tuple[Path, Path]:
-    """This node's directory of compiled code and its runtime library for ``target``."""
-    native = native_dir(cache_dir())
-    return native, runtime_library(target, native)
-
-
 def _build_task(context_parts: tuple, genome: Genome) -> tuple:
     """Runs in a Ray worker: returns (artifact or None, message, node id)."""
     operator, space, target = context_parts
     try:
         artifact = build(operator, space, genome, target)
-        native, runtime = _node_runtime(target.string)
+        native, runtime = native_runtime(cache_dir(), target.string)  # this node's
         library = link_kernel(artifact.object_bytes, runtime, native)
         artifact = dataclasses.replace(artifact, library=library.read_bytes(), runtime=runtime.name)
         return artifact, "", node_id()
@@ -128,7 +121,7 @@ class _RunnerActor:
     """Checks and times kernels on one node, in a killable worker process."""
 
     def __init__(self, task: Task, target: str, threads: int):
-        self.native_dir, self.runtime = _node_runtime(target)
+        self.native_dir, self.runtime = native_runtime(cache_dir(), target)  # this node's
         task.runtime, task.threads = str(self.runtime), threads
         self.worker = WorkerProcess(task)
 
@@ -220,7 +213,6 @@ class RayEvaluator(Evaluator):
 
     def __init__(self, address: str | None = None, compile_timeout: float = 15.0, settings: Settings | None = None):
         super().__init__(RayBuilder(address, compile_timeout), RayRunner(address), settings)
-        self.address, self.compile_timeout = address, compile_timeout
 
     @property
     def build_nodes(self) -> list[str]:

@@ -63,13 +63,16 @@ def _read_entry(directory: Path) -> CacheEntry | None:
     """The entry in ``directory``, or ``None`` where its metadata is missing or
     unusable (another version's, or damaged): it is then tuned and stored afresh."""
     try:
-        check_private(directory)
+        check_private(directory)  # a CacheError here is a refusal, not damage: it propagates
         data = json.loads((directory / "meta.json").read_text())
-        checksums = data.get("checksums")
-        if not isinstance(checksums, dict) or not {"kernel.o", "kernel.so"} <= set(checksums):
-            return None
+    except (FileNotFoundError, ValueError):
+        return None
+    checksums = data.get("checksums") if isinstance(data, dict) else None
+    if not isinstance(checksums, dict) or not {"kernel.o", "kernel.so"} <= set(checksums):
+        return None
+    try:
         return CacheEntry(directory, KernelMeta.from_dict(data, str(directory / "meta.json")), checksums)
-    except (OSError, ValueError, TypeError, AttributeError, CacheError):
+    except CacheError:
         return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..codegen import build, default_threads, link_kernel, native_dir, runtime_library
+from ..codegen import build, default_threads, link_kernel, native_runtime
 from ..codegen import cache_dir as resolve
 from ..errors import NotTunedError, TargetError
 from ..genome import ScheduleSpace
@@ -21,9 +21,8 @@ log = logging.getLogger("evokernel")
 
 def store(root: Path, meta: KernelMeta, object_bytes: bytes, operator: Operator, threads: int | None = None) -> Kernel:
     """Put a winner in the cache and return it as a Kernel loaded from there."""
-    runtime = runtime_library(meta.target, native_dir(root))
-    library = link_kernel(object_bytes, runtime, native_dir(root))
-    entry = KernelCache(root).store(meta, object_bytes, library)
+    native, runtime = native_runtime(root, meta.target)
+    entry = KernelCache(root).store(meta, object_bytes, link_kernel(object_bytes, runtime, native))
     return Kernel(entry.meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator)
 
 
@@ -34,18 +33,17 @@ def cached_entry(root: Path, operator: Operator, target: Target) -> CacheEntry |
 def from_entry(root: Path, operator: Operator | None, entry: CacheEntry, threads: int | None = None) -> Kernel:
     """The Kernel of a cache entry: loaded as is when its files check out; an object
     that fails its checksum is rebuilt from the genome, a library relinked."""
-    meta = entry.meta
-    target = Target.parse(meta.target)
-    runtime = runtime_library(target.string, native_dir(root))
+    meta, threads = entry.meta, threads or default_threads()
+    native, runtime = native_runtime(root, meta.target)
     object_bytes = entry.verified_object()
     rebuilt = object_bytes is None
     if rebuilt:
         log.warning("cached artifact of %s is missing or corrupted: rebuilding it from its genome", meta.operator)
-        space = ScheduleSpace.of(operator, target, threads or default_threads())
-        object_bytes = build(operator, space, meta.genome, target).object_bytes
+        target = Target.parse(meta.target)
+        object_bytes = build(operator, ScheduleSpace.of(operator, target, threads), meta.genome, target).object_bytes
     if rebuilt or not entry.library_intact():
-        KernelCache(root).repair(entry, object_bytes, link_kernel(object_bytes, runtime, native_dir(root)))
-    return Kernel(meta, entry.library_path, runtime, threads or default_threads(), object_bytes, operator)
+        KernelCache(root).repair(entry, object_bytes, link_kernel(object_bytes, runtime, native))
+    return Kernel(meta, entry.library_path, runtime, threads, object_bytes, operator)
 
 
 def stored_operator(meta: KernelMeta) -> Operator | None:
@@ -87,8 +85,7 @@ def load_kernel(path, cache_dir=None, threads: int | None = None) -> Kernel:
     target = Target.parse(meta.target)
     if not target.runs_here():
         raise TargetError(f"bundle {path} was built for {target.string}, which cannot run on this machine")
-    root = resolve(cache_dir)
-    runtime = runtime_library(target.string, native_dir(root))
-    library = link_kernel(object_bytes, runtime, native_dir(root))
+    native, runtime = native_runtime(resolve(cache_dir), target.string)
+    library = link_kernel(object_bytes, runtime, native)
     return Kernel(meta, library, runtime, threads or default_threads(), object_bytes, stored_operator(meta))
 

@@ -164,18 +164,13 @@ class SQLiteRecords(Records):
             query, args = query + " AND operator = ?", args + [operator]
         if target is not None:
             query, args = query + " AND target = ?", args + [target]
-        cursor = self._db.execute(query + " ORDER BY id", args)
-        names = [d[0] for d in cursor.description]
-        for values in cursor:
-            yield _record(dict(zip(names, values)))
+        yield from _records(self._db.execute(query + " ORDER BY id", args))
 
     def trusted(self, operator, target):
         """As ``Records.trusted``, filtered in SQL (its index covers the query)."""
-        rows = self._db.execute(
+        return list(_records(self._db.execute(
             "SELECT * FROM evaluations WHERE operator = ? AND target = ? AND machine = ? AND halide_version = ? "
-            "AND evokernel_version = ? ORDER BY id", (operator, target, machine_fingerprint(), *versions()))
-        names = [d[0] for d in rows.description]
-        return [_record(dict(zip(names, values))) for values in rows]
+            "AND evokernel_version = ? ORDER BY id", (operator, target, machine_fingerprint(), *versions()))))
 
     def close(self) -> None:
         self._db.close()
@@ -200,6 +195,11 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _records(cursor: sqlite3.Cursor) -> Iterator[Record]:
+    names = [d[0] for d in cursor.description]
+    return (_record(dict(zip(names, values))) for values in cursor)
+
+
 def _record(row: dict) -> Record:
     result = Result(row["genome_key"], Outcome(row["outcome"]), row["time"], row["spread"], row["samples"] or 0,
                     row["max_error"], row["message"] or "", row["build_seconds"] or 0.0)
@@ -217,7 +217,7 @@ def records(operator=None, target=None, cache_dir=None) -> list[dict]:
     """
     key = getattr(operator, "key", operator)
     target_string = None if target is None else Target.parse(target).string
-    db = SQLiteRecords(resolve(cache_dir) / "records.sqlite3")
+    db = open_records("sqlite", resolve(cache_dir))
     try:
         return [r.row() for r in db.find(key, target_string)]
     finally:

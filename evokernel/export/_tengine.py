@@ -91,7 +91,7 @@ def _plugin_source() -> str:
 
 
 def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
-                          release: str = "evokernel_plugin_release", tengine_headers=None) -> Path:
+                          release: str = "evokernel_plugin_release", tengine_headers=None, target=None) -> Path:
     """Write one shared library that Tengine loads with
     ``load_tengine_plugin(name, path, init)`` and unloads with
     ``unload_tengine_plugin(name, release)``.
@@ -103,7 +103,9 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     Only a C compiler is needed: the plugin declares the Tengine structures it reads,
     unless ``tengine_headers`` names Tengine's ``source/`` directory to use its headers.
     The plugin exports ``init``, ``release`` and the kernels' C functions only (its
-    Halide runtime stays private).
+    Halide runtime stays private). ``target`` (a CPU target, e.g. ``"arm-64-linux"``
+    for Tengine on an ARM board) compiles every kernel's schedule for it, linked with
+    that platform's cross toolchain where it is not this machine's.
 
     >>> import tempfile, pathlib, evokernel as ek
     >>> kernel = ek.tune(ek.operators.relu((1, 8, 4, 4)), budget=2, seed=0, evaluator="local")
@@ -115,7 +117,7 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     check_identifier(release, "release")
     if init == release:
         raise ExportError(f"init and release must be different functions, both are {init!r}")
-    items = entries(kernels, "evokernel")
+    items = entries(kernels, "evokernel", target)
     if {init, release} & {e.name for e in items}:
         raise ExportError(f"init/release names {init!r}, {release!r} clash with a kernel function")
     includes = []
@@ -138,6 +140,6 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     with tempfile.TemporaryDirectory(dir=directory, prefix=".evokernel-export") as tmp:
         tmp = Path(tmp)
         obj = combined_object(items, source, [init, release, *(e.name for e in items)], tmp, includes)
-        link_shared(obj, tmp / "plugin.so")
+        link_shared(obj, tmp / "plugin.so", items[0].target)
         (tmp / "plugin.so").replace(path)
     return path

@@ -1,5 +1,7 @@
 """ek.export_c: a header, a shared and a static library, used from real C programs
-compiled with the system compiler and checked against the NumPy references."""
+compiled with the system compiler and checked against the NumPy references; and the
+same for AArch64 (``target="arm-64-linux"``), built with the cross compiler and run
+under qemu-aarch64."""
 
 from __future__ import annotations
 
@@ -9,12 +11,22 @@ from pathlib import Path
 import halide as hl
 import numpy as np
 import pytest
+from _arm import ARM, CROSS_CC, needs_arm, qemu
 
 import evokernel as ek
 from evokernel.export._c import entries
 
 CONV = ek.operators.conv2d(n=2, c_in=4, h=6, w=6, c_out=8, k=3, stride=2, pad=1, bias=True, activation="relu")
 MATMUL = ek.operators.matmul(m=12, n=8, k=10)
+ops = ek.operators
+#: Exported for AArch64: the shapes of test_tengine's cases, so that a session tunes them once.
+ARM_CASES = {
+    "conv": ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, bias=True, activation="relu"),
+    "depthwise": ops.depthwise_conv2d(2, 8, 6, 6, k=3, pad=1),
+    "fc": ops.fc(2, 32, 10),
+    "maxpool": ops.max_pool2d(1, 4, 8, 8, k=3, stride=2, ceil_mode=True),
+    "softmax": ops.softmax((2, 10)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +66,10 @@ int main(void) {{
     return source
 
 
-def _run_program(tmp: Path, lib: ek.CLibrary, kernels: list, functions: list[str], static: bool) -> list[str]:
+def _run_program(tmp: Path, lib: ek.CLibrary, kernels: list, functions: list[str], static: bool,
+                 cc: str = "cc", run: list[str] = ()) -> list[str]:
+    """Build a program on ``lib`` with ``cc``, run it (under ``run``: an emulator),
+    and check every output against the NumPy reference; returns what it printed."""
     rng = np.random.default_rng(0)
     arrays = []
     for i, kernel in enumerate(kernels):
@@ -68,9 +83,9 @@ def _run_program(tmp: Path, lib: ek.CLibrary, kernels: list, functions: list[str
     exe = tmp / ("prog_static" if static else "prog_shared")
     link = ([str(lib.static), "-lpthread", "-ldl", "-lm"] if static else
             [f"-L{lib.shared.parent}", f"-l{lib.header.stem}", f"-Wl,-rpath,{lib.shared.parent}"])
-    subprocess.run(["cc", "-Wall", "-Werror", "-Wno-unused-result", f"-I{lib.header.parent}", "-o", str(exe),
+    subprocess.run([cc, "-Wall", "-Werror", "-Wno-unused-result", f"-I{lib.header.parent}", "-o", str(exe),
                     str(source), *link], check=True)
-    done = subprocess.run([str(exe)], cwd=tmp, capture_output=True, text=True, check=True)
+    done = subprocess.run([*run, str(exe)], cwd=tmp, capture_output=True, text=True, check=True)
     for i, (kernel, inputs) in enumerate(zip(kernels, arrays)):
         out = np.fromfile(tmp / f"out{i}.bin", np.float32).reshape(kernel.signature.output.shape)
         rtol, atol = kernel.operator.tolerance
@@ -85,6 +100,65 @@ def test_c_program_computes_what_numpy_does(kernels, tmp_path, static):
     assert lines[1] == "threads 2"  # setting the thread count returns the old one
     assert lines[2].startswith("-12 mylib_conv: an array pointer is NULL")
     assert lines[3].startswith("-12 mylib_mm")
+
+
+@pytest.fixture(scope="module")
+def arm_kernels(tuned):
+    return {name: tuned(op, budget=2) for name, op in ARM_CASES.items()}
+
+
+def _elf_machine(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[18:20], "little")
+
+
+@pytest.fixture(scope="module")
+def arm_lib(arm_kernels, tmp_path_factory):
+    return ek.export_c(arm_kernels, tmp_path_factory.mktemp("arm") / "lib", name="armlib", target=ARM)
+
+
+@needs_arm
+@pytest.mark.parametrize("static", [False, True], ids=["shared", "static"])
+def test_an_aarch64_program_computes_what_numpy_does_under_qemu(arm_kernels, arm_lib, tmp_path, static):
+    """Kernels tuned here, their schedules compiled for AArch64, linked with the
+    cross toolchain into a library that a cross-compiled program calls under
+    qemu-aarch64: conv2d with bias and ReLU, depthwise, fc, max pooling, softmax."""
+    assert _elf_machine(arm_lib.shared) == 183  # EM_AARCH64
+    assert f"target {ARM}." in arm_lib.header.read_text()
+    functions = [f"armlib_{name}" for name in arm_kernels]
+    lines = _run_program(tmp_path, arm_lib, list(arm_kernels.values()), functions, static, CROSS_CC, qemu())
+    assert lines[1] == "threads 2"
+    assert lines[2].startswith("-12 armlib_conv: an array pointer is NULL")
+
+
+@pytest.fixture(scope="module")
+def other_mm(kernels):
+    """The matmul tuned for another target that runs here."""
+    return ek.tune(MATMUL, target=_other_target(kernels["mm"].target), budget=2, seed=0, evaluator="local")
+
+
+@needs_arm
+def test_kernels_of_several_targets_share_a_library_compiled_for_one(kernels, other_mm, tmp_path):
+    other = other_mm
+    lib = ek.export_c({"conv": kernels["conv"], "mm": other}, tmp_path / "lib", name="mixed", target=ARM)
+    header = lib.header.read_text()
+    assert f"tuned on {other.target.string}:" in header and f"tuned on {kernels['conv'].target.string}:" in header
+    lines = _run_program(tmp_path, lib, [kernels["conv"], other], ["mixed_conv", "mixed_mm"], True, CROSS_CC, qemu())
+    assert lines[3].startswith("-12 mixed_mm")
+
+
+@pytest.mark.parametrize("target, variable, message", [
+    (ARM, "EVOKERNEL_CROSS_ARM_64_LINUX", "'/nonexistent/aarch64-gcc' is not installed.*EVOKERNEL_CROSS_ARM_64_LINUX"),
+    ("x86-64-osx", None, "no cross toolchain is known for x86-64-osx.*EVOKERNEL_CROSS_X86_64_OSX"),
+    ("x86-64-linux-cuda", None, "only CPU targets"),
+    ("arm-64-nowhere", None, "target"),
+])
+def test_a_target_that_cannot_be_linked_here_names_the_way_out(kernels, tmp_path, monkeypatch, target, variable,
+                                                               message):
+    if variable:
+        monkeypatch.setenv(variable, "/nonexistent/aarch64-")
+    with pytest.raises(ek.EvokernelError, match=message):
+        ek.export_c([kernels["mm"]], tmp_path / "lib", target=target)
+    assert not (tmp_path / "lib" / "libevokernel.so").exists()
 
 
 def test_only_the_api_is_exported(kernels, tmp_path):
@@ -146,10 +220,9 @@ def test_names_differing_only_in_case_are_refused(kernels, tmp_path):
         ek.export_c({"mm": kernels["mm"], "MM": kernels["conv"]}, tmp_path)
 
 
-def test_kernels_of_different_targets_are_refused(kernels, tmp_path):
-    other = ek.tune(MATMUL, target=_other_target(kernels["mm"].target), budget=2, seed=0, evaluator="local")
+def test_kernels_of_different_targets_are_refused(kernels, other_mm, tmp_path):
     with pytest.raises(ek.ExportError, match="different targets"):
-        ek.export_c([kernels["mm"], other], tmp_path)
+        ek.export_c([kernels["mm"], other_mm], tmp_path)
 
 
 def _other_target(target: ek.Target) -> str:

@@ -11,7 +11,9 @@ time) with only the bytes each needs; it keeps the strictly highest score agains
 built-in kernel of score 4000 registered first; it calls init_node, prerun, run
 (twice), postrun and release_node, then release, checks that nothing stays
 registered, and dlcloses. The host runs under AddressSanitizer, and once under
-valgrind, which also sees the plugin's (uninstrumented) memory accesses.
+valgrind, which also sees the plugin's (uninstrumented) memory accesses. The same
+host, cross-compiled for AArch64, loads the plugin exported for ARM and runs it
+under qemu-aarch64.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _arm import ARM, CROSS_CC, needs_arm, qemu
 
 import evokernel as ek
 from evokernel.export._tengine import describe
@@ -181,6 +184,44 @@ def test_a_node_reshaped_after_prerun_is_refused_not_miscomputed(host, plugin, t
     message, out, _ = run_host(host, plugin, tmp_path, op, *node(op), extra=["reshape"], rc=1)
     assert "a node callback failed" in message
     assert np.isnan(out).all()  # run() wrote nothing
+
+
+#: The plugin for ARM boards: the operators of Tengine's usual CPU graphs, with an ARM feature set.
+ARM_PLUGIN = ("conv_b2_relu", "depthwise_b2", "fc", "maxpool_ceil", "softmax")
+ARM_TARGET = f"{ARM}-arm_dot_prod"
+
+
+@pytest.fixture(scope="module")
+def arm_host(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("arm_host") / "host"
+    subprocess.run([CROSS_CC, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-g", "-rdynamic", "-o", str(exe),
+                    str(HOST_SOURCE), "-ldl"], check=True)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def arm_plugin(kernels, tmp_path_factory):
+    return ek.export_tengine_plugin([kernels[name] for name in ARM_PLUGIN],
+                                   tmp_path_factory.mktemp("arm_plugin") / "libek.so", init="my_init",
+                                   release="my_release", target=ARM_TARGET)
+
+
+@needs_arm
+@pytest.mark.parametrize("name", ARM_PLUGIN)
+def test_aarch64_plugin_computes_each_node_like_numpy_under_qemu(arm_host, arm_plugin, tmp_path, name):
+    assert arm_plugin.read_bytes()[18:20] == (183).to_bytes(2, "little")  # EM_AARCH64
+    op = CASES[name]
+    printed, out, inputs = run_host(arm_host, arm_plugin, tmp_path, op, *node(op), prefix=qemu())
+    assert printed[0] == "score 8000 plugin"
+    rtol, atol = op.tolerance
+    np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=rtol, atol=atol)
+
+
+@needs_arm
+def test_aarch64_plugin_leaves_a_node_it_was_not_tuned_for_to_tengine(arm_host, arm_plugin, tmp_path):
+    op = CASES["conv_b2_relu"]
+    printed, out, _ = run_host(arm_host, arm_plugin, tmp_path, op, OP_CONV, conv_param(op, act=-1), prefix=qemu())
+    assert printed == ["score 4000 builtin"] and out is None
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")

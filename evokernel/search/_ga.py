@@ -72,9 +72,7 @@ class GeneticSearch(SearchStrategy):
             return self._first_generation()
         if not self._population:
             return []
-        breed = partial(_offspring, self._toolbox, self._population, self.rng, self.settings)
-        offspring = [self._novel(breed) for _ in range(self.settings.lambda_)]
-        return [g for g in offspring if g is not None]
+        return self._breed(self.settings.lambda_, self._seen)
 
     def tell(self, genomes: Sequence[Genome], results: Sequence[Result]) -> None:
         born = [individual(g, r) for g, r in zip(genomes, results)]
@@ -89,12 +87,23 @@ class GeneticSearch(SearchStrategy):
             if genome.key not in self._seen:
                 self._seen.add(genome.key)
                 first.append(genome)
-        while len(first) < self.settings.mu and (genome := self._novel(self._toolbox.immigrant)) is not None:
-            first.append(genome)
-        return first
+        return first + self._immigrants(self.settings.mu - len(first), self._seen)
 
-    def _novel(self, make) -> Genome | None:
-        return novel(make, self._seen, self._toolbox.immigrant, self.settings.max_retries)
+    def _immigrants(self, count: int, seen: set[str]) -> list[Genome]:
+        """Up to ``count`` new random genomes, not in ``seen`` (then added to it)."""
+        out: list[Genome] = []
+        while len(out) < count and (genome := self._novel(self._toolbox.immigrant, seen)) is not None:
+            out.append(genome)
+        return out
+
+    def _breed(self, count: int, seen: set[str]) -> list[Genome]:
+        """Up to ``count`` offspring of the population, not in ``seen`` (then added to it)."""
+        breed = partial(_offspring, self._toolbox, self._population, self.rng, self.settings)
+        offspring = [self._novel(breed, seen) for _ in range(count)]
+        return [g for g in offspring if g is not None]
+
+    def _novel(self, make, seen: set[str]) -> Genome | None:
+        return novel(make, seen, self._toolbox.immigrant, self.settings.max_retries)
 
 
 def _offspring(tb: base.Toolbox, population: list, rng: random.Random, settings: SearchSettings):

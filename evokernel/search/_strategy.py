@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from ..evaluators import Result
 from ..genome import Genome, ScheduleSpace
 from ._budget import BudgetClock
+from ._experience import Experience
 
 #: Name -> strategy class (called with a ``SearchSettings``); ``register_strategy`` fills it.
 STRATEGIES: dict[str, Callable] = {}
@@ -51,11 +52,24 @@ class SearchStrategy(abc.ABC):
     def tell(self, genomes: Sequence[Genome], results: Sequence[Result]) -> None:
         """The results of ``genomes``."""
 
+    def learn_from(self, experience: Experience) -> None:
+        """Before ``start``: the operator and target being tuned and the evaluations
+        recorded before, for a strategy that learns from them; ignored by default."""
+
+    def prediction(self, genome: Genome) -> float | None:
+        """The seconds this strategy predicted for ``genome`` before asking for it
+        (``None``: it made no prediction); recorded beside the measurement."""
+        return None
+
 
 def run_search(strategy: SearchStrategy, space: ScheduleSpace, evaluate: EvaluateBatch, clock: BudgetClock,
-               rng: random.Random, seeds: Sequence[Genome] = ()) -> list[tuple[Genome, Result]]:
+               rng: random.Random, seeds: Sequence[Genome] = (),
+               experience: Experience | None = None) -> list[tuple[Genome, Result]]:
     """Ask, evaluate and tell until the budget is spent or the strategy has nothing
-    new; return every (genome, result) evaluated, in order."""
+    new; return every (genome, result) evaluated, in order. ``experience`` is
+    handed to the strategy before it starts."""
+    if experience is not None:
+        strategy.learn_from(experience)
     strategy.start(space, rng, seeds)
     history: list[tuple[Genome, Result]] = []
     while not clock.spent():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
@@ -22,6 +24,10 @@ import numpy as np
 from .._dtypes import halide_type
 from ..errors import KernelCallError, OperatorArgumentError
 from ._registry import register_family
+
+
+#: The most elements one array may hold: Halide indexes buffers with 32-bit integers.
+MAX_ELEMENTS = 2**31 - 1
 
 
 def check_positive(**sizes: int) -> None:
@@ -131,10 +137,14 @@ class Operator(abc.ABC):
     rebuildable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
-        """A subclass that names its own ``family`` is registered under it."""
+        """A subclass that names its own ``family`` is registered under it; its
+        ``__post_init__`` is followed by ``check_addressable`` (every operator's
+        arrays are checked where it is made, not when a kernel is built)."""
         super().__init_subclass__(**kwargs)
         if "family" in cls.__dict__ and cls.rebuildable:
             register_family(cls)
+        if "__post_init__" in cls.__dict__:
+            cls.__post_init__ = _then_check_addressable(cls.__dict__["__post_init__"])
 
     # -- what subclasses provide -------------------------------------------------
     @property
@@ -200,6 +210,34 @@ class Operator(abc.ABC):
 
     def __str__(self) -> str:
         return self.key
+
+
+def check_addressable(operator: "Operator") -> None:
+    """Raise ``OperatorArgumentError`` if an array of ``operator`` holds more than
+    ``MAX_ELEMENTS`` elements: Halide's 32-bit indexing cannot address it.
+
+    >>> from evokernel.operators import relu
+    >>> relu(2**31)
+    Traceback (most recent call last):
+    ...
+    evokernel.errors.OperatorArgumentError: relu: array 'input' of shape (2147483648,) holds 2147483648 elements; \
+Halide indexes arrays with 32-bit integers: at most 2147483647 (2^31 - 1) elements per array
+    """
+    for spec in (*operator.inputs, operator.output):
+        count = math.prod(spec.shape)
+        if count > MAX_ELEMENTS:
+            raise OperatorArgumentError(
+                f"{operator.family}: array {spec.name!r} of shape {spec.shape} holds {count} elements; Halide "
+                f"indexes arrays with 32-bit integers: at most {MAX_ELEMENTS} (2^31 - 1) elements per array")
+
+
+def _then_check_addressable(post_init):
+    @functools.wraps(post_init)
+    def checked(self) -> None:
+        post_init(self)
+        if type(self).__post_init__ is checked:  # the outermost one (a subclass's may call its parent's)
+            check_addressable(self)
+    return checked
 
 
 def _key_value(value) -> str:

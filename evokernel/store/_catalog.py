@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..codegen import cache_dir as resolve
-from ..errors import CacheError
+from .._checks import check_threads
+from ..errors import ArgumentError, CacheError
 from ..operators import Operator
 from ..target import Target
 from ._cache import CacheEntry, KernelCache
@@ -43,6 +44,7 @@ class CachedKernel:
     def load(self, threads: int | None = None) -> Kernel:
         """The callable ``Kernel`` (a damaged artifact is rebuilt from its genome
         where the operator can be rebuilt from its arguments)."""
+        check_threads(threads)
         operator = stored_operator(self.entry.meta)
         if operator is None and self.entry.verified_object() is None:
             raise CacheError(f"the cached artifact of {self.operator} is damaged and its operator cannot be "
@@ -68,6 +70,8 @@ def cached_kernels(operator: "Operator | str | None" = None, target: "str | Targ
     >>> ek.cached_kernels(op.key)[0].load().signature.key == op.key
     True
     """
+    if operator is not None and (not isinstance(operator, (Operator, str)) or operator == ""):
+        raise ArgumentError(f"operator must be an Operator, a key, a name or an id, got {operator!r}")
     root = resolve(cache_dir)
     machine = machine_fingerprint()
     wanted_target = None if target is None else Target.parse(target).string
@@ -87,5 +91,5 @@ def _matches(kernel: CachedKernel, operator: "Operator | str") -> bool:
     if isinstance(operator, Operator):
         return kernel.operator == operator.key
     if not isinstance(operator, str) or not operator:
-        raise TypeError(f"operator must be an Operator, a key, a name or an id, got {operator!r}")
+        raise ArgumentError(f"operator must be an Operator, a key, a name or an id, got {operator!r}")
     return operator in (kernel.operator, kernel.name) or (len(operator) >= 4 and kernel.id.startswith(operator.lower()))

@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from .._format import format_failures, format_seconds
-from ..codegen import FUNCTION, NativeKernel, compile_object, default_threads, load_runtime
-from ..errors import BuildError, EvokernelError, KernelCallError
+from ..codegen import FUNCTION, NativeKernel, compile_object, default_threads, host_platform, load_runtime, platform
+from .._checks import check_path
+from ..codegen import cache_dir
+from ..errors import ArgumentError, BuildError, KernelCallError
 from ..operators import Operator
 from ..target import Target
 from ._cache import write_bundle
 from ._meta import KernelMeta
 from ._plot import plot_search
+from ._signing import signing_key
 
 
 class Kernel:
@@ -29,11 +32,15 @@ class Kernel:
     >>> x = np.linspace(-1, 1, 400, dtype=np.float32).reshape(4, 100)
     >>> bool(np.array_equal(kernel(x), np.maximum(x, 0)))
     True
+
+    A kernel tuned for another platform (``arm-64-linux``, timed on a Ray node of
+    that platform) is kept, saved and exported like any other, but not called here.
     """
 
     def __init__(self, meta: KernelMeta, library: Path, runtime: Path, threads: int, object_bytes: bytes,
-                 operator: Operator | None = None):
+                 operator: Operator | None = None, root: Path | None = None):
         self.meta = meta
+        self._root = root  # the cache directory it came from: its key signs saved bundles
         self.signature = meta.signature
         self.operator = operator
         self.target = Target.parse(meta.target)
@@ -42,11 +49,18 @@ class Kernel:
         self.stats = meta.stats
         self.object_bytes = object_bytes
         specs = (*self.signature.inputs, self.signature.output)
-        self._native = NativeKernel(library, FUNCTION, load_runtime(runtime, threads),
-                                    [s.shape for s in specs], [s.dtype for s in specs])
+        self._native = None  # code of another platform is never loaded here
+        if platform(self.target) == host_platform():
+            self._native = NativeKernel(library, FUNCTION, load_runtime(runtime, threads),
+                                        [s.shape for s in specs], [s.dtype for s in specs])
 
     # -- the call path ------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if self._native is None:
+            raise KernelCallError(
+                f"{self.signature.key} was tuned for {self.target.string}, which cannot run on this machine "
+                f"({host_platform()}): export it for that platform (ek.export_c, ek.export_tengine_plugin) "
+                "or save it (kernel.save) and call it there")
         specs = self.signature.inputs
         if len(arrays) != len(specs):
             names = ", ".join(s.name for s in specs)
@@ -70,9 +84,13 @@ class Kernel:
             raise KernelCallError("out must not share memory with an input")
 
     # -- keeping it ----------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path, key=None) -> Path:
         """Write a self-contained bundle (artifact, genome, metadata, checksums) that
-        ``ek.load_kernel(path)`` reads back, in this or another process.
+        ``ek.load_kernel(path)`` reads back, in this or another process. It is
+        signed with ``key``: by default the key of the cache directory the kernel
+        came from (``ek.store.public_key()`` gives its public half, for whoever
+        loads the bundle elsewhere), or an ``Ed25519PrivateKey`` or the path of
+        one in PEM.
 
         >>> import tempfile, pathlib, evokernel as ek
         >>> kernel = ek.tune(ek.operators.relu(64), budget=3, seed=0)
@@ -80,8 +98,8 @@ class Kernel:
         >>> ek.load_kernel(path).genome == kernel.genome
         True
         """
-        path = Path(path)
-        write_bundle(path, self.meta, self.object_bytes)
+        path = Path(check_path(path))
+        write_bundle(path, self.meta, self.object_bytes, signing_key(key, self._root or cache_dir()))
         return path
 
     def compile_for(self, target, path, genome=None, **options):
@@ -98,6 +116,12 @@ class Kernel:
                              "operator's bundle): pass the operator and the kernel's genome instead")
         return compile_object(self.operator, genome or self.genome, Target.parse(target), path,
                               threads=default_threads(), **options)
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The cache directory this kernel was stored in or loaded through (its key
+        signs the bundles ``save`` writes)."""
+        return self._root
 
     # -- what was found -----------------------------------------------------------------
     @property
@@ -127,7 +151,7 @@ class Kernel:
         True
         """
         if format not in ("text", "markdown"):
-            raise EvokernelError(f"report format must be 'text' or 'markdown', got {format!r}")
+            raise ArgumentError(f"report format must be 'text' or 'markdown', got {format!r}")
         rows, schedule = self._report_rows(), self.schedule.rstrip()
         if format == "text":
             width = max(len(name) for name, _ in rows)
@@ -148,6 +172,9 @@ class Kernel:
         rows.append(("bandwidth", f"{sig.bytes_moved / s.time / 1e9:.1f} GB/s"))
         rows.append(("search", f"{len(s.history)} evaluations in {s.elapsed:.1f} s"))
         rows.append(("failures", format_failures(s.failures)))
+        if s.predicted:
+            rho = "n/a" if s.rank_correlation is None else f"{s.rank_correlation:.2f}"
+            rows.append(("cost model", f"rank correlation {rho} (predicted vs measured, {s.predicted} candidates)"))
         return rows
 
     def plot(self, path) -> Path:

@@ -52,7 +52,10 @@ class TuningStats:
     """How a kernel was found: best and baseline (unscheduled) seconds, the best
     time after each evaluation (``history``) and the wall seconds since the start
     at which each evaluation finished (``history_seconds``; empty for kernels tuned
-    before it was recorded), outcomes by kind, budget and seed."""
+    before it was recorded), outcomes by kind, budget and seed; for a search with a
+    cost model, ``rank_correlation`` (Spearman) between the times it predicted and
+    those measured, over the ``predicted`` correct candidates it ranked before they
+    were measured (``None`` and 0 otherwise)."""
 
     time: float
     spread: float
@@ -63,6 +66,8 @@ class TuningStats:
     elapsed: float = 0.0
     budget: str = ""
     seed: int | None = None
+    rank_correlation: float | None = None
+    predicted: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -37,6 +37,23 @@ def private_cache_dir(tmp_path_factory):
             os.environ[ENV_VAR] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_activity_dir(tmp_path_factory):
+    """Evaluations of this test session see each other as running at once, not those
+    of another session on the machine (whose timings would make theirs untrusted)."""
+    from evokernel.evaluators._activity import ENV_VAR as ACTIVITY
+
+    saved = os.environ.get(ACTIVITY)
+    os.environ[ACTIVITY] = str(_private(tmp_path_factory.mktemp("evokernel-activity")))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ACTIVITY, None)
+        else:
+            os.environ[ACTIVITY] = saved
+
+
 @pytest.fixture(scope="session")
 def make_cache(tmp_path_factory):
     """``make_cache(name="cache")``: a fresh private cache directory (mode 0700), for

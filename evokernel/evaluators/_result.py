@@ -18,7 +18,9 @@ class Outcome(str, enum.Enum):
 @dataclass(frozen=True)
 class Result:
     """What became of one genome: ``time`` is the median seconds of one call
-    (``ok`` only), ``spread`` the interquartile range over the median."""
+    (``ok`` only), ``spread`` the interquartile range over the median;
+    ``contended``: measured while another evaluation ran on the machine (its time
+    may be that of a shared machine: it is not trusted later)."""
 
     genome_key: str
     outcome: Outcome
@@ -28,6 +30,7 @@ class Result:
     max_error: float | None = None
     message: str = ""
     build_seconds: float = 0.0
+    contended: bool = False
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ as GPU mappings (``_gpu``). Both build on the loop-nest primitives of ``_loops``
 
 from __future__ import annotations
 
+import math
 
 from ._genome import INLINE, ROOT, Genome, StageGene
 from ._gpu import plan_gpu_stage
@@ -20,7 +21,7 @@ from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 5
+SCHEDULE_ENCODING = 6
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
@@ -55,6 +56,8 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
     tasks = space.threads * gene.tasks if parallel else 0
     exact = at_loop is None  # at root, a stage's extents are known; inside a consumer, estimated
     result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks, exact)])
+    if stage.vars and not stage.is_output and (not exact or math.prod(extents) == 1):
+        result.definitions[0].directives.insert(0, ("align_storage", stage.vars[0], 2))
     if stage.has_update:
         update = _plan_definition(stage, gene, extents, True, parallel, tasks, exact)
         result.definitions.append(update)

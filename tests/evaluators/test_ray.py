@@ -21,6 +21,7 @@ from evokernel import codegen
 from evokernel.codegen import Artifact, build, default_threads
 from evokernel.evaluators import (Context, Evaluator, InlineEvaluator, Outcome, RayBuilder, RayEvaluator, RayRunner,
                                   Result, Settings, ensure_ray, runner_resources)
+from evokernel.evaluators._cluster import LOOPBACK, loopback_only, shutdown_local_ray
 from evokernel.evaluators._ray import _build_task
 from evokernel.genome import ScheduleSpace, random_genome, templates, unscheduled
 
@@ -281,11 +282,12 @@ def two_node_cluster(local_ray):
     import ray
     from ray.cluster_utils import Cluster
 
-    ray.shutdown()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": runner_resources("host")})
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    shutdown_local_ray()
+    with loopback_only():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
+                                                                "resources": runner_resources("host")})
+        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     cluster.wait_for_nodes()
     try:
         yield cluster

@@ -8,26 +8,28 @@
 True
 """
 
-from . import errors, evaluators, export, operators, search, store
+from . import errors, evaluators, export, models, operators, search, store
 from ._progress import TuningProgress
 from ._version import __version__
 from .codegen import CompiledObject
-from .errors import (BudgetError, BuildError, CacheError, EvokernelError, ExportError, KernelCallError,
-                     NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError, TuningError,
-                     UnsupportedDtypeError)
+from .errors import (ArgumentError, BudgetError, BuildError, CacheError, ClusterError, EvokernelError, ExportError,
+                     KernelCallError, ModelError, NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError,
+                     TuningError, UnsupportedDtypeError, UntrustedBundleError)
 from .evaluators import Outcome, Result
 from .export import CLibrary, compile_for, export_c, export_tengine_plugin
 from .genome import Genome
+from .models import TunedModel, load_model, tune_model
 from .search import Budget, SearchSettings
-from .store import CachedKernel, Kernel, KernelMeta, cached_kernels, load, load_kernel, records
+from .store import CachedKernel, Kernel, KernelMeta, cached_kernels, load, load_kernel, prune_cache, records
 from .target import Target
 from .tuner import tune
 
 __all__ = [
-    "tune", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
+    "tune", "tune_model", "TunedModel", "load_model", "ModelError", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
     "export_tengine_plugin", "ExportError", "TuningProgress", "Kernel", "Target",
     "Budget", "SearchSettings", "Genome", "Outcome", "Result", "KernelMeta", "operators", "evaluators", "search",
     "store", "export", "errors", "BuildError",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
-    "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "__version__",
+    "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "ArgumentError", "ClusterError",
+    "UntrustedBundleError", "prune_cache", "__version__",
 ]

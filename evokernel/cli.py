@@ -2,10 +2,12 @@
 
     evokernel demo                                    # tune gemm 512^3 for 20 s
     evokernel tune conv2d n=1 c_in=64 h=56 w=56 c_out=64 k=3 pad=1 --budget 60s --seed 0
+    evokernel tune-model resnet18.onnx --budget 20m --input input=1x3x224x224
     evokernel list                                    # what the cache holds
     evokernel show conv2d                             # report, history and schedule of one kernel
     evokernel export c build/ --operator conv2d       # a C library of cached kernels
     evokernel export tengine libevokernel_tengine.so  # a Tengine plugin
+    evokernel cache --prune                           # remove what the cache need not keep
     evokernel bench --help                            # the benchmarks
 
 A bad argument prints one line and exits with status 2; ``--debug`` shows tracebacks.
@@ -25,11 +27,12 @@ import numpy as np
 from . import operators
 from ._format import format_seconds
 from .bench import main as bench_main
-from .errors import EvokernelError
+from .errors import ArgumentError, EvokernelError, ModelError, NotTunedError, OperatorArgumentError
 from .evaluators import EVALUATORS, RayEvaluator, reachable
 from .export import EXPORTERS
+from .models import tune_model
 from .search import STRATEGIES
-from .store import cached_kernels
+from .store import cached_kernels, prune_cache
 from .target import Target
 from .tuner import tune
 
@@ -52,17 +55,19 @@ def operator_from_args(name: str, assignments: list[str]):
     'matmul(m=4,n=5,k=6,dtype=float32)'
     """
     if name not in OPERATORS:
-        raise EvokernelError(f"unknown operator {name!r}; try one of: {', '.join(OPERATORS)}")
+        raise ArgumentError(f"unknown operator {name!r}; try one of: {', '.join(OPERATORS)}")
     kwargs = {}
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise EvokernelError(f"operator arguments are key=value, got {item!r}")
+            raise ArgumentError(f"operator arguments are key=value, got {item!r}")
         kwargs[key] = _value(value)
     try:
         return getattr(operators, name)(**kwargs)
-    except TypeError as error:
-        raise EvokernelError(f"{name}: {error}") from None
+    except EvokernelError:
+        raise
+    except TypeError as error:  # an argument the factory does not take
+        raise OperatorArgumentError(f"{name}: {error}") from None
 
 
 def _value(text: str):
@@ -114,6 +119,26 @@ def cmd_tune(args) -> int:
     return _tune(args, operator_from_args(args.operator, args.args))
 
 
+def cmd_tune_model(args) -> int:
+    shapes = dict(_input_shape(text) for text in args.input or [])
+    net = tune_model(args.model, target=args.target, budget=args.budget, seed=args.seed, input_shapes=shapes or None,
+                     retune=args.retune, evaluator=_evaluator(args), strategy=args.strategy,
+                     progress=False if args.quiet else None)
+    print(net.report("markdown" if args.markdown else "text"))
+    if args.out:
+        print(f"saved: {net.save(args.out)} (ek.load_model reads it)")
+    return 0
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"input=1x3x224x224"`` -> ``("input", (1, 3, 224, 224))``."""
+    name, _, dims = text.partition("=")
+    try:
+        return name, tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise ModelError(f"--input takes NAME=DIMS such as input=1x3x224x224, got {text!r}") from None
+
+
 def cmd_list(args) -> int:
     kernels = cached_kernels(args.operator, args.target)
     if not kernels:
@@ -137,7 +162,7 @@ def _chosen(spec: list[str], target: str | None):
     wanted = operator_from_args(spec[0], spec[1:]) if len(spec) > 1 else spec[0]
     kernels = cached_kernels(wanted, target)
     if not kernels:
-        raise EvokernelError(f"no cached kernel matches {' '.join(spec)!r} (evokernel list shows what is cached)")
+        raise NotTunedError(f"no cached kernel matches {' '.join(spec)!r} (evokernel list shows what is cached)")
     return kernels
 
 
@@ -145,7 +170,7 @@ def cmd_show(args) -> int:
     kernels = _chosen(args.kernel, args.target)
     if len(kernels) > 1:
         ids = ", ".join(f"{k.id} ({k.operator})" for k in kernels)
-        raise EvokernelError(f"{' '.join(args.kernel)!r} matches {len(kernels)} cached kernels: {ids}; name one by id")
+        raise ArgumentError(f"{' '.join(args.kernel)!r} matches {len(kernels)} cached kernels: {ids}; name one by id")
     kernel = kernels[0].load()
     print(kernel.report("markdown" if args.markdown else "text"))
     print("history: " + _improvements(kernel.stats.history))
@@ -170,12 +195,17 @@ def cmd_export(args) -> int:
     else:
         kernels = cached_kernels(target=args.target)
     if not kernels:
-        raise EvokernelError("the cache holds no kernels to export (evokernel tune ... first)")
+        raise NotTunedError("the cache holds no kernels to export (evokernel tune ... first)")
     loaded = [k.load() for k in {k.id: k for k in kernels}.values()]
     options = {"name": args.name} if args.format == "c" else {}
     written = EXPORTERS[args.format](loaded, args.path, **options)
     paths = [written] if isinstance(written, Path) else [getattr(written, f.name) for f in dataclasses.fields(written)]
     print(f"exported {len(loaded)} kernels:", *paths, sep="\n  ")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    print(prune_cache(dry_run=not args.prune))
     return 0
 
 
@@ -222,6 +252,21 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--plot", metavar="PATH", help="also draw the search to PATH (needs matplotlib)")
     tune.set_defaults(run=cmd_tune)
 
+    net = sub.add_parser("tune-model", parents=[common, tuning], help="tune every operator of an ONNX network",
+                         description="Tune every operator of an ONNX network under one budget, e.g. "
+                                     "evokernel tune-model resnet18.onnx --budget 20m --input input=1x3x224x224")
+    net.add_argument("model", help="path to an .onnx file")
+    net.add_argument("--input", action="append", metavar="NAME=DIMS",
+                     help="the shape of an input with dynamic dimensions, e.g. input=1x3x224x224 (repeatable)")
+    net.add_argument("--target", default="host", help="Halide target string (default: host)")
+    net.add_argument("--budget", default="10m", help="time ('10m', '1h') or evaluations for the whole network")
+    net.add_argument("--seed", type=int, default=None, help="make the search reproducible")
+    net.add_argument("--cluster", metavar="ADDRESS", help="tune on the Ray cluster at ADDRESS (host:port)")
+    net.add_argument("--retune", action="store_true", help="search again even if the network was tuned before")
+    net.add_argument("--markdown", action="store_true", help="the report as markdown")
+    net.add_argument("--out", metavar="PATH", help="save the tuned network to PATH (ek.load_model reads it)")
+    net.set_defaults(run=cmd_tune_model)
+
     lst = sub.add_parser("list", parents=[common], help="list the cached kernels")
     lst.add_argument("operator", nargs="?", help="only this operator (name, key or id)")
     lst.add_argument("--target", help="only this target")
@@ -244,6 +289,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--target", help="only kernels of this target")
     export.add_argument("--name", default="evokernel", help="c: the library's name (default: evokernel)")
     export.set_defaults(run=cmd_export)
+
+    cache = sub.add_parser("cache", parents=[common], help="what the cache holds and may lose; --prune removes it",
+                           description="Report what the cache need not keep (the scratch of killed runs, files "
+                                       "of interrupted writes, damaged files set aside, unreadable entries, "
+                                       "runtimes of other Halide versions); --prune removes it. Winners, records "
+                                       "and the signing key are kept.")
+    cache.add_argument("--prune", action="store_true", help="remove it, and report the space reclaimed")
+    cache.set_defaults(run=cmd_cache)
 
     bench = sub.add_parser("bench", add_help=False, help="run the benchmarks (evokernel bench --help)")
     bench.set_defaults(run=cmd_bench)

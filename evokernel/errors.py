@@ -7,6 +7,12 @@ class EvokernelError(Exception):
     """Base class of every error evokernel raises on purpose."""
 
 
+class ArgumentError(EvokernelError, ValueError, TypeError):
+    """An argument of the wrong type or out of range (``seed="abc"``, ``threads=-1``,
+    ``ek.load("matmul")``, an unknown evaluator name); the message names the argument.
+    It is a ``ValueError`` and a ``TypeError`` too, as NumPy's ``AxisError`` is both."""
+
+
 class OperatorArgumentError(EvokernelError, ValueError):
     """An operator was given impossible arguments (a non-positive size, a kernel
     larger than the padded input, channels not divisible by groups...)."""
@@ -45,8 +51,21 @@ class TuningError(EvokernelError, RuntimeError):
     """A tuning run ended without a single correct candidate."""
 
 
+class ClusterError(EvokernelError, RuntimeError):
+    """The Ray instance evaluating candidates failed (its raylet or head process
+    died): the run stops, what it evaluated is recorded, and the next run starts a
+    fresh local instance."""
+
+
 class CacheError(EvokernelError, RuntimeError):
     """The cache directory or a cached file cannot be trusted or used."""
+
+
+class UntrustedBundleError(CacheError):
+    """A kernel bundle that is not signed, or not signed by a key this cache trusts
+    (its own, or one passed to ``load_kernel(keys=...)``). Loading a bundle runs its
+    code: ``load_kernel(path, trusted=True)`` loads it anyway, for a bundle whose
+    origin you trust."""
 
 
 class ExportError(EvokernelError, ValueError):
@@ -56,3 +75,9 @@ class ExportError(EvokernelError, ValueError):
 
 class NotTunedError(EvokernelError, LookupError):
     """``ek.load`` found no cached kernel for this operator, target and machine."""
+
+
+class ModelError(EvokernelError, ValueError):
+    """A network cannot be imported or run as asked: a missing or corrupt ONNX file,
+    an unsupported opset or data type, an input shape that does not fit the graph,
+    a dynamic dimension without ``input_shapes=``, no node evokernel can compute."""

@@ -21,10 +21,15 @@ EXPECTED = {
 
 #: Examples that start or join Ray.
 RAY = {"ray_cluster"}
+#: Examples long enough to be run on purpose (``-m slow``): a whole network's layers.
+SLOW = {"squeezenet_tengine"}
 
 
-@pytest.mark.parametrize("script", [pytest.param(p, id=p.stem, marks=[pytest.mark.ray] if p.stem in RAY else [])
-                                    for p in EXAMPLES])
+def _marks(stem: str) -> list:
+    return [pytest.mark.ray] * (stem in RAY) + [pytest.mark.slow] * (stem in SLOW)
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, id=p.stem, marks=_marks(p.stem)) for p in EXAMPLES])
 def test_example_runs(script, cache, tmp_path):
     env = {**os.environ, "EVOKERNEL_EXAMPLE_BUDGET": "3", "EVOKERNEL_CACHE_DIR": str(cache)}
     env.pop("RAY_ADDRESS", None)

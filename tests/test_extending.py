@@ -163,7 +163,7 @@ def test_a_records_store_of_ones_own_is_written_and_resumed_from(cache):
 def test_memory_records_by_name_leave_the_database_alone(cache):
     kernel = ek.tune(OP, budget=3, seed=0, evaluator="local", records="memory", cache_dir=cache)
     assert len(kernel.stats.history) == 3 and not ek.records(OP, cache_dir=cache)
-    with pytest.raises(ek.CacheError, match="unknown records store 'postgres'"):
+    with pytest.raises(ek.ArgumentError, match="records must be one of 'sqlite', 'memory'.*'postgres'"):
         ek.tune(OP, budget=3, records="postgres", cache_dir=cache, retune=True)
     assert isinstance(MemoryRecords(), Records)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -28,7 +28,9 @@ from filelock import FileLock
 
 from ..errors import BuildError, KernelRuntimeError
 from ..target import GPU_APIS
-from ._paths import native_dir, write_atomic
+from ._paths import native_dir, read_private, set_aside, write_atomic
+from ._scratch import scratch_dir, trim
+from ._toolchain import Toolchain, host_platform, toolchain
 
 _TYPE_CODES = {"i": 0, "u": 1, "f": 2}  # halide_type_code_t
 
@@ -77,11 +79,8 @@ def default_threads() -> int:
 
 
 def compiler() -> str:
-    """The C compiler/linker used to link kernels (``$CC``, default ``cc``)."""
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise BuildError(f"no C compiler found ({cc!r}); evokernel links kernels with one: install gcc or set CC")
-    return cc
+    """The C compiler/linker used to link kernels for this machine (``$CC``, default ``cc``)."""
+    return Toolchain(host_platform()).cc()
 
 
 def run_tool(cmd: list[str], error: type[Exception] = BuildError) -> None:
@@ -92,23 +91,58 @@ def run_tool(cmd: list[str], error: type[Exception] = BuildError) -> None:
 
 
 def runtime_library(target: str, directory: Path) -> Path:
-    """Build (once, under a file lock) the shared Halide runtime + shim for ``target``."""
+    """Build (once, under a file lock) the shared Halide runtime + shim for ``target``,
+    with the toolchain of its platform (a cross toolchain for another platform's)."""
     path = directory / _runtime_name(target)
-    if path.exists():  # the common case: built by an earlier call or process (written atomically)
+    if _runtime_intact(path):  # the common case: built by an earlier call or process (written atomically)
         return path
     import halide as hl
 
     with FileLock(str(path) + ".lock"):
-        if path.exists():
+        if _runtime_intact(path):
             return path
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        if os.path.lexists(path) and os.path.lexists(_runtime_record(path)):
+            set_aside(path, "the Halide runtime library", "it does not match the checksum recorded when it was built")
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
             runtime_obj, shim_src, lib = Path(tmp, "runtime.o"), Path(tmp, "shim.c"), Path(tmp, path.name)
             hl.compile_standalone_runtime(str(runtime_obj), hl.Target(target))
             shim_src.write_text(_shim_source())
-            run_tool([compiler(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib), str(shim_src),
-                  str(runtime_obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
+            run_tool([toolchain(target).cc(), "-shared", "-fPIC", "-O2", f"-I{_halide_include()}", "-o", str(lib),
+                      str(shim_src), str(runtime_obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
+            data = lib.read_bytes()
             os.replace(lib, path)
+        record = {"sha256": hashlib.sha256(data).hexdigest(), "target": target, "halide": metadata.version("halide")}
+        write_atomic(_runtime_record(path), json.dumps(record).encode())
     return path
+
+
+def _runtime_record(path: Path) -> Path:
+    """Beside a runtime library: its checksum, target and Halide version (JSON)."""
+    return path.with_name(path.name + ".json")
+
+
+_intact_runtimes: dict[str, tuple] = {}
+
+
+def _runtime_intact(path: Path) -> bool:
+    """Whether the runtime library ``path`` is a private regular file matching the
+    checksum recorded when it was built: it is loaded unchecked otherwise, as the
+    kernels are not. Checked once per process while the file stays the same."""
+    try:
+        stamp = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.lstat, (path, _runtime_record(path))))
+    except FileNotFoundError:
+        return False
+    if _intact_runtimes.get(str(path)) == stamp:
+        return True
+    data, record = read_private(path, "the Halide runtime library"), read_private(_runtime_record(path))
+    try:
+        expected = json.loads(record)["sha256"] if record is not None else None
+    except (ValueError, TypeError, KeyError):
+        expected = None
+    intact = data is not None and hashlib.sha256(data).hexdigest() == expected
+    if intact:
+        _intact_runtimes[str(path)] = stamp
+    return intact
 
 
 def native_runtime(root: Path, target: str) -> tuple[Path, Path]:
@@ -136,26 +170,33 @@ def _runtime_name(target: str) -> str:
     return f"libevokernel_runtime_{hashlib.sha256(text.encode()).hexdigest()[:16]}.so"
 
 
-def link_kernel(object_bytes: bytes, runtime: Path, directory: Path) -> Path:
-    """Link a kernel object into a shared library that depends on ``runtime``.
-    Named by content, but always relinked (~15 ms): a library is never trusted
-    just because a file of that name exists."""
+def link_kernel(object_bytes: bytes, runtime: Path, directory: Path, target: "str | None" = None) -> Path:
+    """Link a kernel object into a shared library that depends on ``runtime``, with
+    the toolchain of ``target``'s platform (``None``: this machine's). Named by
+    content, but always relinked (~15 ms): a library is never trusted just because
+    a file of that name exists."""
+    cc = compiler() if target is None else toolchain(target).cc()
     digest = hashlib.sha256(object_bytes + runtime.name.encode()).hexdigest()[:24]
-    path = directory / f"kernel_{digest}.so"
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    scratch = scratch_dir(directory)  # this process's: only the newest few are kept (see _scratch)
+    path = scratch / f"kernel_{digest}.so"
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         obj, lib = Path(tmp, "kernel.o"), Path(tmp, "kernel.so")
         obj.write_bytes(object_bytes)
-        run_tool([compiler(), "-shared", "-o", str(lib), str(obj), f"-L{runtime.parent}", f"-l:{runtime.name}",
-              "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{runtime.parent}"])
+        run_tool([cc, "-shared", "-o", str(lib), str(obj), f"-L{runtime.parent}", f"-l:{runtime.name}",
+              "-Wl,-rpath,$ORIGIN/../..", f"-Wl,-rpath,{runtime.parent}"])
         os.replace(lib, path)
+    trim(scratch)
     return path
 
 
 def install_library(library_bytes: bytes, directory: Path) -> Path:
-    """Write a kernel library linked elsewhere into ``directory``, beside a runtime
-    of the same name (its ``$ORIGIN`` rpath finds it there)."""
-    path = directory / f"kernel_{hashlib.sha256(library_bytes).hexdigest()[:24]}.so"
+    """Write a kernel library linked elsewhere into the scratch space of the native
+    ``directory`` that holds a runtime of the same name (its ``$ORIGIN/../..``
+    rpath finds it there)."""
+    scratch = scratch_dir(directory)
+    path = scratch / f"kernel_{hashlib.sha256(library_bytes).hexdigest()[:24]}.so"
     write_atomic(path, library_bytes)
+    trim(scratch)
     return path
 
 

@@ -21,7 +21,8 @@ class Builder(abc.ABC):
     batch_per_slot: int = 1
 
     def prepare(self, context: Context) -> None:
-        """Get ready to build for ``context`` (called before every tuning run)."""
+        """Get ready to build for ``context`` (called before every tuning run, and
+        again, without ``close``, when a scheduler moves to another operator)."""
         self.context = context
 
     @abc.abstractmethod

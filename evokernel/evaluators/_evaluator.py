@@ -2,12 +2,15 @@
 
 Builds and timings alternate batch by batch (``parallelism * batch_per_slot``
 builds, then their kernels timed one at a time), so no build runs while a kernel
-is timed. The run timeout follows the best time so far; the fastest artifacts are
-kept in memory for retiming and for the winner.
+is timed. The run timeout follows the best time so far, plus what a measurement of
+this operator costs around its kernel (a 10000×10000 output takes about a second to
+allocate and check); the fastest artifacts are kept in memory for retiming and for
+the winner.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Iterable
 
@@ -17,6 +20,7 @@ from ..codegen import Artifact
 from ..errors import BuildError, EvokernelError
 from ..genome import Genome
 from ..target import Target
+from ._activity import Activity
 from ._builder import Builder, LocalBuilder
 from ._context import Context, Settings
 from ._protocol import Measurement, Protocol
@@ -38,6 +42,8 @@ class Evaluator:
     #: Artifacts of the fastest candidates kept in memory (for retiming and the
     #: winner); any other is rebuilt on request, so a long search stays small.
     keep: int = 3
+    #: Contexts whose kept artifacts outlive a ``prepare`` for another one.
+    contexts_kept: int = 64
 
     def __init__(self, builder: Builder, runner: Runner, settings: Settings | None = None):
         if not isinstance(builder, Builder) or not isinstance(runner, Runner):
@@ -47,15 +53,21 @@ class Evaluator:
         self.context: Context | None = None
         self.best: float | None = None
         self._fastest: dict[str, tuple[float, Artifact]] = {}
+        self.activity = Activity()  # registered while evaluating: another evaluation on the machine sees it
+        self._kept: dict[int, tuple[Context, dict]] = {}  # the fastest artifacts of every context prepared
 
     def check_target(self, target: Target) -> None:
         """Raise ``TargetError`` unless the runner can execute ``target``."""
         self.runner.check_target(target)
 
     def prepare(self, context: Context) -> None:
-        """Get the builder and the runner ready for ``context``."""
-        self.close()
-        self.context, self.best, self._fastest = context, None, {}
+        """Get the builder and the runner ready for ``context``. The artifacts kept
+        for a context prepared before are kept again, so that a scheduler going
+        back and forth between operators rebuilds none of their finalists."""
+        self.context, self.best, self.overhead = context, None, 0.0
+        self._fastest = self._kept.setdefault(id(context), (context, {}))[1]
+        while len(self._kept) > self.contexts_kept:
+            del self._kept[next(iter(self._kept))]
         self.builder.prepare(context)
         self.runner.prepare(context)
 
@@ -66,19 +78,21 @@ class Evaluator:
         soon as it exists (the records write it there)."""
         genomes, results = list(genomes), []
         step = max(1, self.builder.parallelism * self.builder.batch_per_slot)
-        for start in range(0, len(genomes), step):
-            chunk = genomes[start:start + step]
-            for genome, built in zip(chunk, self.builder.build(chunk)):
-                if deadline is not None and results and time.monotonic() > deadline:
-                    return results
-                results.append(self._timed(genome, built, None))
-                if on_result is not None:
-                    on_result(genome, results[-1])
+        with self.activity:
+            for start in range(0, len(genomes), step):
+                chunk = genomes[start:start + step]
+                for genome, built in zip(chunk, self.builder.build(chunk)):
+                    if deadline is not None and results and time.monotonic() > deadline:
+                        return results
+                    results.append(self._timed(genome, built, None))
+                    if on_result is not None:
+                        on_result(genome, results[-1])
         return results
 
     def evaluate_one(self, genome: Genome, protocol: Protocol | None = None) -> Result:
         """Build and time one genome (as ``protocol`` says, else as the settings say)."""
-        return self._timed(genome, self.builder.build([genome])[0], protocol)
+        with self.activity:
+            return self._timed(genome, self.builder.build([genome])[0], protocol)
 
     def _timed(self, genome: Genome, built: "Artifact | Result", protocol: Protocol | None) -> Result:
         if isinstance(built, Result):
@@ -88,13 +102,26 @@ class Evaluator:
             timeout = settings.first_run_timeout
         else:
             timeout = max(settings.min_run_timeout, 10 * protocol.slow_factor * self.best)
-        measured = self.runner.measure(built, self.best, self._run_timeout(timeout), protocol)
-        result = _result(genome.key, measured, built.seconds)
+        measured, contended = self._measure(built, self.best, timeout, protocol)
+        result = dataclasses.replace(_result(genome.key, measured, built.seconds), contended=contended)
         if result.ok:
             self._remember(genome.key, result.time, built)
             if self.best is None or result.time < self.best:
                 self.best = result.time
         return result
+
+    def _measure(self, artifact: Artifact, best: float | None, seconds: float,
+                 protocol: Protocol) -> tuple[Measurement, bool]:
+        """Measure with a run timeout of ``seconds`` for the kernel's calls, plus the
+        measurement's own cost (``overhead_factor`` times the largest seen in this run)
+        and, on a GPU target, the driver's compile time; and say whether another
+        evaluation ran on the machine at its start or its end."""
+        seconds += self.settings.overhead_factor * self.overhead
+        others = self.activity.others()
+        measured = self.runner.measure(artifact, best, self._run_timeout(seconds), protocol)
+        contended = bool(others or self.activity.others())
+        self.overhead = max(self.overhead, measured.overhead)
+        return measured, contended
 
     def _run_timeout(self, seconds: float) -> float:
         """``seconds``, plus the driver's compile time on a GPU target."""
@@ -121,25 +148,29 @@ class Evaluator:
         (median over every round's samples)."""
         samples: dict[str, list[float]] = {g.key: [] for g in genomes}
         failed: dict[str, Result] = {}
+        contended: set[str] = set()
         protocol = self.settings.protocol
-        timeout = self._run_timeout(max(self.settings.min_run_timeout, 200 * (self.best or 1.0)))
-        for _ in range(rounds):
-            for genome in genomes:
-                key = genome.key
-                if key in failed:
-                    continue
-                try:
-                    artifact = self.artifact(genome)
-                except EvokernelError as error:
-                    failed[key] = Result(key, Outcome.COMPILE_ERROR, message=str(error))
-                    continue
-                m = self.runner.measure(artifact, None, timeout, protocol)
-                if m.outcome is Outcome.OK:
-                    samples[key] += m.times
-                else:
-                    failed[key] = _result(key, m, 0.0)
+        timeout = max(self.settings.min_run_timeout, 200 * (self.best or 1.0))
+        with self.activity:
+            for _ in range(rounds):
+                for genome in genomes:
+                    key = genome.key
+                    if key in failed:
+                        continue
+                    try:
+                        artifact = self.artifact(genome)
+                    except EvokernelError as error:
+                        failed[key] = Result(key, Outcome.COMPILE_ERROR, message=str(error))
+                        continue
+                    m, shared = self._measure(artifact, None, timeout, protocol)
+                    if shared:
+                        contended.add(key)
+                    if m.outcome is Outcome.OK:
+                        samples[key] += m.times
+                    else:
+                        failed[key] = _result(key, m, 0.0)
         out = {k: _result(k, Measurement(Outcome.OK, tuple(v)), 0.0) for k, v in samples.items() if v}
-        return {**out, **failed}
+        return {k: dataclasses.replace(r, contended=k in contended) for k, r in {**out, **failed}.items()}
 
     def close(self) -> None:
         """Release the builder's and the runner's workers; the evaluator may be

@@ -25,7 +25,8 @@ class Runner(abc.ABC):
             raise no_runner(target, f"on this machine ({Target.parse('host').string})")
 
     def prepare(self, context: Context) -> None:
-        """Get ready to time kernels of ``context`` (called before every tuning run)."""
+        """Get ready to time kernels of ``context`` (called before every tuning run,
+        and again, without ``close``, when a scheduler moves to another operator)."""
         self.context = context
 
     @abc.abstractmethod
@@ -71,9 +72,11 @@ class LocalRunner(_LinksHere):
         self._worker: WorkerProcess | None = None
 
     def prepare(self, context: Context) -> None:
-        self.close()
         super().prepare(context)
-        self._worker = WorkerProcess(context.task())
+        if self._worker is None:
+            self._worker = WorkerProcess(context.task())
+        else:  # the same worker process takes the new operator
+            self._worker.retask(context.task())
 
     def run(self, library, best, timeout, protocol):
         return self._worker.measure(library, FUNCTION, protocol, best, timeout)

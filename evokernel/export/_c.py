@@ -14,15 +14,18 @@ The objects, a standalone Halide runtime for the kernels' target and the generat
 wrappers are merged into one relocatable object in which only the public API stays
 global (``objcopy --keep-global-symbols``): the shared and the static library both
 carry a private Halide runtime that cannot clash with another in the same process.
+
+``target=`` exports for another target than the kernels were tuned on: each tuned
+schedule is compiled for it (``Kernel.compile_for``) and, for another platform
+(``arm-64-linux`` on an x86 machine), compiled, merged and linked with that
+platform's cross toolchain (``evokernel.codegen.toolchain``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -31,9 +34,10 @@ from functools import cache, partial
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..codegen import FUNCTION, compiler, run_tool
-from ..errors import ExportError
+from ..codegen import FUNCTION, run_tool, toolchain
+from ..errors import EvokernelError, ExportError
 from ..store import Kernel
+from ..target import Target
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_NAME = 96  # longer names derived from operator keys end in a hash instead
@@ -60,6 +64,8 @@ class ExportedKernel:
     name: str
     kernel: Kernel
     args: tuple[str, ...]  # C parameter names: the inputs, then the output
+    target: Target  # what the exported code is compiled for
+    object_bytes: bytes  # the kernel's object for ``target``: the tuned one, or its schedule compiled for it
 
     @property
     def symbol(self) -> str:
@@ -127,13 +133,21 @@ def _arg_names(specs) -> tuple[str, ...]:
     return tuple(_unique(names))
 
 
-def entries(kernels, prefix: str) -> list[ExportedKernel]:
-    """Check ``kernels`` (a list of ``Kernel``, or a mapping of C names to them) and
+def entries(kernels, prefix: str, target=None) -> list[ExportedKernel]:
+    """Check ``kernels`` (a list of ``Kernel``, a mapping of C names to them, or an
+    ``ek.TunedModel``: all its kernels) and
     name their C functions: ``<prefix>_<name>`` for a mapping, else a name derived
-    from each operator key (sanitized, unique)."""
+    from each operator key (sanitized, unique). With ``target``, every kernel's
+    schedule is compiled for it (kernels of several targets may then share a
+    library); without, the kernels' own objects are used, all of one target."""
     check_identifier(prefix, "the library name")
+    if target is not None:
+        target = Target.parse(target)
+        if target.is_gpu:
+            raise ExportError(f"target {target.string}: only CPU targets export to C")
     if isinstance(kernels, Kernel):
         kernels = [kernels]
+    kernels = getattr(kernels, "kernels", kernels)  # a tuned network (ek.TunedModel) exports all its kernels
     if isinstance(kernels, Mapping):
         names = [f"{prefix}_{check_identifier(n, 'a kernel name')}" for n in kernels]
         kernels = list(kernels.values())
@@ -148,10 +162,11 @@ def entries(kernels, prefix: str) -> list[ExportedKernel]:
         if not isinstance(k, Kernel):
             raise ExportError(f"item {i} is a {type(k).__name__}, not a Kernel (from ek.tune or ek.load)")
     targets = sorted({k.target.string for k in kernels})
-    if len(targets) > 1:
-        raise ExportError(f"kernels of different targets cannot share one library: {', '.join(targets)}")
+    if len(targets) > 1 and target is None:
+        raise ExportError(f"kernels of different targets cannot share one library: {', '.join(targets)} "
+                          "(pass target= to compile them all for one)")
     for k in kernels:
-        if k.signature.output.dtype not in _C_TYPES or k.target.is_gpu:
+        if k.signature.output.dtype not in _C_TYPES or (target is None and k.target.is_gpu):
             raise ExportError(f"{k.signature.key} on {k.target}: only CPU kernels on float32/float64 export to C")
     if names is None:
         names = _unique(_derived_name(prefix, k.signature.key) for k in kernels)
@@ -160,7 +175,21 @@ def entries(kernels, prefix: str) -> list[ExportedKernel]:
     for name in names:  # '__' is kept for the library's internal symbols
         if "__" in name or name in (f"{prefix}_set_num_threads", f"{prefix}_last_error"):
             raise ExportError(f"kernel name {name!r} is reserved (it holds '__' or names a library function)")
-    return [ExportedKernel(n, k, _arg_names((*k.signature.inputs, k.signature.output))) for n, k in zip(names, kernels)]
+    return [ExportedKernel(n, k, _arg_names((*k.signature.inputs, k.signature.output)), *_compiled(k, target))
+            for n, k in zip(names, kernels)]
+
+
+def _compiled(kernel: Kernel, target: Target | None) -> tuple[Target, bytes]:
+    """The kernel's object for ``target`` (``None``: its own): the tuned bytes, or
+    its schedule compiled for ``target`` without a runtime."""
+    if target is None or target == kernel.target:
+        return kernel.target, kernel.object_bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            out = kernel.compile_for(target, Path(tmp, "kernel.o"), header=False, runtime=False)
+        except EvokernelError as error:
+            raise ExportError(f"cannot compile {kernel.signature.key} for {target.string}: {error}") from error
+        return target, out.path.read_bytes()
 
 
 # -- C source ---------------------------------------------------------------------
@@ -196,7 +225,7 @@ def wrappers(items: list[ExportedKernel], prefix: str) -> str:
 def header(items: list[ExportedKernel], prefix: str) -> str:
     """The documented C header of the exported functions."""
     guard = f"{prefix.upper()}_H"
-    target = items[0].kernel.target.string
+    target = items[0].target.string
     lines = [
         f"/* {prefix}.h: {len(items)} kernel(s) tuned by evokernel {metadata.version('evokernel')} for",
         f" * target {comment(target)}.",
@@ -223,7 +252,8 @@ def header(items: list[ExportedKernel], prefix: str) -> str:
     ]
     for e in items:
         sig = e.kernel.signature
-        lines += ["", f"/* {comment(sig.key)}", f" * tuned: {e.kernel.time_ms:.4g} ms per call"]
+        where = "" if e.kernel.target == e.target else f" on {comment(e.kernel.target.string)}"
+        lines += ["", f"/* {comment(sig.key)}", f" * tuned{where}: {e.kernel.time_ms:.4g} ms per call"]
         for i, (arg, spec) in enumerate(zip(e.args, e.specs)):
             dims = "".join(f"[{d}]" for d in spec.shape)
             role = "output" if i == len(e.specs) - 1 else "input"
@@ -243,14 +273,25 @@ def _support_source() -> str:
 
 
 # -- building ---------------------------------------------------------------------
-def _tool(name: str) -> str:
-    tool = os.environ.get(name.upper(), name)
-    if shutil.which(tool) is None:
-        raise ExportError(f"exporting needs {tool!r} (GNU binutils); install binutils or set ${name.upper()}")
-    return tool
-
-
 _run = partial(run_tool, error=ExportError)
+
+
+def _tools(target: Target):
+    """The toolchain of ``target``'s platform (this machine's, or a cross toolchain)."""
+    try:
+        return toolchain(target)
+    except EvokernelError as error:  # a platform without a known cross toolchain
+        raise ExportError(str(error)) from error
+
+
+def _tool(target: Target, name: str) -> str:
+    """A binutils program of ``target``'s platform."""
+    return _tools(target).tool(name, ExportError)
+
+
+def _cc(target: Target) -> str:
+    """The C compiler of ``target``'s platform."""
+    return _tools(target).cc(ExportError)
 
 
 @cache
@@ -267,9 +308,9 @@ def runtime_object(target: str) -> bytes:
 def _renamed(entry: ExportedKernel, tmp: Path) -> Path:
     """The kernel's object with its global symbols renamed from ``evokernel_kernel``."""
     obj = tmp / f"{entry.name}.o"
-    obj.write_bytes(entry.kernel.object_bytes)
+    obj.write_bytes(entry.object_bytes)
     # readelf, not nm: nm loads the LTO plugins first (~100 ms a call here, readelf ~8 ms)
-    table = subprocess.run([_tool("readelf"), "-Ws", str(obj)], capture_output=True, text=True)
+    table = subprocess.run([_tool(entry.target, "readelf"), "-Ws", str(obj)], capture_output=True, text=True)
     if table.returncode != 0:
         raise ExportError(f"cannot read the symbols of {entry.kernel.signature.key}'s object: {table.stderr.strip()}")
     rows = [line.split() for line in table.stdout.splitlines()]  # Num Value Size Type Bind Vis Ndx Name
@@ -278,7 +319,7 @@ def _renamed(entry: ExportedKernel, tmp: Path) -> Path:
         raise ExportError(f"{entry.kernel.signature.key}'s object does not define {FUNCTION}")
     mapping = tmp / f"{entry.name}.syms"
     mapping.write_text("".join(f"{s} {entry.symbol}{s[len(FUNCTION):]}\n" for s in symbols))
-    _run([_tool("objcopy"), f"--redefine-syms={mapping}", str(obj)])
+    _run([_tool(entry.target, "objcopy"), f"--redefine-syms={mapping}", str(obj)])
     return obj
 
 
@@ -288,25 +329,27 @@ def combined_object(items: list[ExportedKernel], source: str, public: list[str],
     one object whose only global definitions are ``public``."""
     import halide as hl
 
-    target = items[0].kernel.target.string
+    target = items[0].target
+    cc = _cc(target)
     runtime = tmp / "halide_runtime.o"
-    runtime.write_bytes(runtime_object(target))
+    runtime.write_bytes(runtime_object(target.string))
     src, glue = tmp / "exported.c", tmp / "exported.o"
     src.write_text(source)
     includes = [Path(hl.__file__).parent / "include", *includes]
     strict = ["-Werror"] if len(includes) == 1 else []  # other people's headers may warn
-    _run([compiler(), "-std=gnu11", "-O2", "-fPIC", "-Wall", *strict, *(f"-I{p}" for p in includes), "-c", str(src),
+    _run([cc, "-std=gnu11", "-O2", "-fPIC", "-Wall", *strict, *(f"-I{p}" for p in includes), "-c", str(src),
           "-o", str(glue)])
     merged, keep = tmp / "merged.o", tmp / "public.syms"
-    _run([compiler(), "-r", "-nostdlib", "-o", str(merged), str(glue), *(str(_renamed(e, tmp)) for e in items),
+    _run([cc, "-r", "-nostdlib", "-o", str(merged), str(glue), *(str(_renamed(e, tmp)) for e in items),
           str(runtime)])
     keep.write_text("".join(f"{name}\n" for name in public))
-    _run([_tool("objcopy"), f"--keep-global-symbols={keep}", str(merged)])
+    _run([_tool(target, "objcopy"), f"--keep-global-symbols={keep}", str(merged)])
     return merged
 
 
-def link_shared(obj: Path, path: Path) -> None:
-    _run([compiler(), "-shared", "-o", str(path), str(obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
+def link_shared(obj: Path, path: Path, target: Target) -> None:
+    """Link the merged object into a shared library for ``target``'s platform."""
+    _run([_cc(target), "-shared", "-o", str(path), str(obj), f"-Wl,-soname,{path.name}", "-lpthread", "-ldl", "-lm"])
 
 
 def output_dir(directory) -> Path:
@@ -322,7 +365,7 @@ def output_dir(directory) -> Path:
 
 
 # -- the public function ------------------------------------------------------------
-def export_c(kernels, directory, name: str = "evokernel") -> CLibrary:
+def export_c(kernels, directory, name: str = "evokernel", target=None) -> CLibrary:
     """Write ``<name>.h``, ``lib<name>.so`` and ``lib<name>.a`` into ``directory``:
     one C function per kernel, on raw pointers in the operator's NumPy layout.
 
@@ -330,7 +373,9 @@ def export_c(kernels, directory, name: str = "evokernel") -> CLibrary:
     keys) or a mapping of C names to kernels (``{"conv": k}`` gives
     ``<name>_conv``), all for one target. The library carries its own Halide
     runtime and exports only the kernels, ``<name>_set_num_threads`` and
-    ``<name>_last_error``.
+    ``<name>_last_error``. ``target`` (a CPU target, e.g. ``"arm-64-linux"``)
+    compiles every kernel's schedule for that target instead; code for another
+    platform is linked with its cross toolchain (``aarch64-linux-gnu-gcc``).
 
     >>> import tempfile, evokernel as ek
     >>> kernel = ek.tune(ek.operators.relu((4, 8)), budget=2, seed=0, evaluator="local")
@@ -338,15 +383,15 @@ def export_c(kernels, directory, name: str = "evokernel") -> CLibrary:
     >>> "int demo_relu(const float *input, float *out);" in lib.header.read_text()
     True
     """
-    items = entries(kernels, name)
+    items = entries(kernels, name, target)
     directory = output_dir(directory)
     public = [e.name for e in items] + [f"{name}_set_num_threads", f"{name}_last_error"]
     files = CLibrary(directory / f"{name}.h", directory / f"lib{name}.so", directory / f"lib{name}.a")
     with tempfile.TemporaryDirectory(dir=directory, prefix=".evokernel-export") as tmp:
         tmp = Path(tmp)
         obj = combined_object(items, wrappers(items, name), public, tmp)
-        link_shared(obj, tmp / files.shared.name)
-        _run([_tool("ar"), "rcs", str(tmp / files.static.name), str(obj)])
+        link_shared(obj, tmp / files.shared.name, items[0].target)
+        _run([_tool(items[0].target, "ar"), "rcs", str(tmp / files.static.name), str(obj)])
         (tmp / files.header.name).write_text(header(items, name))
         for path in (files.shared, files.static, files.header):
             (tmp / path.name).replace(path)

@@ -232,6 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     tuning.add_argument("--strategy", choices=tuple(STRATEGIES), default="ga",
                         help="how candidates are proposed (default: ga, the genetic algorithm)")
     tuning.add_argument("--quiet", action="store_true", help="no progress bar")
+    where = argparse.ArgumentParser(add_help=False)  # what tune and tune-model share beyond that
+    where.add_argument("--target", default="host", help="Halide target string (default: host)")
+    where.add_argument("--seed", type=int, default=None, help="make the search reproducible")
+    where.add_argument("--cluster", metavar="ADDRESS", help="tune on the Ray cluster at ADDRESS (host:port)")
+    where.add_argument("--retune", action="store_true", help="search again even if it was tuned here before")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", parents=[common, tuning], help="tune gemm 512^3 for a short while on this machine")
@@ -239,30 +244,22 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"time ('60s', '2m') or evaluations (default {DEMO_BUDGET})")
     demo.set_defaults(run=cmd_demo)
 
-    tune = sub.add_parser("tune", parents=[common, tuning], help="tune one operator",
+    tune = sub.add_parser("tune", parents=[common, tuning, where], help="tune one operator",
                           description="Tune one operator, e.g. evokernel tune conv2d n=1 c_in=64 h=56 w=56 "
                                       "c_out=64 k=3 pad=1 --budget 60s")
     tune.add_argument("operator", help=", ".join(OPERATORS))
     tune.add_argument("args", nargs="*", metavar="KEY=VALUE", help="operator arguments (pairs as 3,3)")
-    tune.add_argument("--target", default="host", help="Halide target string (default: host)")
     tune.add_argument("--budget", default="60s", help="time ('60s', '2m') or evaluations ('100')")
-    tune.add_argument("--seed", type=int, default=None, help="make the search reproducible")
-    tune.add_argument("--cluster", metavar="ADDRESS", help="tune on the Ray cluster at ADDRESS (host:port)")
-    tune.add_argument("--retune", action="store_true", help="search again even if a cached kernel exists")
     tune.add_argument("--plot", metavar="PATH", help="also draw the search to PATH (needs matplotlib)")
     tune.set_defaults(run=cmd_tune)
 
-    net = sub.add_parser("tune-model", parents=[common, tuning], help="tune every operator of an ONNX network",
+    net = sub.add_parser("tune-model", parents=[common, tuning, where], help="tune every operator of an ONNX network",
                          description="Tune every operator of an ONNX network under one budget, e.g. "
                                      "evokernel tune-model resnet18.onnx --budget 20m --input input=1x3x224x224")
     net.add_argument("model", help="path to an .onnx file")
     net.add_argument("--input", action="append", metavar="NAME=DIMS",
                      help="the shape of an input with dynamic dimensions, e.g. input=1x3x224x224 (repeatable)")
-    net.add_argument("--target", default="host", help="Halide target string (default: host)")
     net.add_argument("--budget", default="10m", help="time ('10m', '1h') or evaluations for the whole network")
-    net.add_argument("--seed", type=int, default=None, help="make the search reproducible")
-    net.add_argument("--cluster", metavar="ADDRESS", help="tune on the Ray cluster at ADDRESS (host:port)")
-    net.add_argument("--retune", action="store_true", help="search again even if the network was tuned before")
     net.add_argument("--markdown", action="store_true", help="the report as markdown")
     net.add_argument("--out", metavar="PATH", help="save the tuned network to PATH (ek.load_model reads it)")
     net.set_defaults(run=cmd_tune_model)

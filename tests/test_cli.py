@@ -197,3 +197,31 @@ def test_bench_help_passes_through(cache):
     done = run(cache, "bench", "--help")
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def _relu_model(path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu_net", [x], [y])
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
+
+
+def test_tune_model_reports_the_network_and_saves_it(cache, tmp_path):
+    model, saved = _relu_model(tmp_path / "relu.onnx"), tmp_path / "relu.evokernel-model"
+    done = run(cache, "tune-model", str(model), "--input", "x=4x16", "--budget", "3", "--evaluator", "local",
+               "--quiet", "--out", str(saved))
+    assert done.returncode == 0, done.stderr
+    assert "1 of 1 nodes on tuned kernels" in done.stdout and saved.is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--input", "x=4xbig"], "--input takes NAME=DIMS"),
+    ([], "dynamic dimension 'n'"),
+    (["--input", "images=4x16"], "'images', which the model has not"),
+])
+def test_tune_model_refuses_bad_inputs_in_one_line(cache, tmp_path, extra, message):
+    model = _relu_model(tmp_path / "relu.onnx")
+    assert message in one_clear_line(run(cache, "tune-model", str(model), "--evaluator", "local", *extra))

@@ -34,13 +34,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..codegen import FUNCTION, TRIPLES, harness_program, host_platform, platform, toolchain
+from ..codegen import TRIPLES, harness_program, host_platform, platform, toolchain
 from ..errors import EvokernelError, KernelRuntimeError, TargetError
 from ..target import Target
 from ._context import Context
 from ._protocol import Measurement, Protocol, Task, run_one
 from ._result import Outcome
-from ._runner import _LinksHere
+from ._runner import _WorkerRunner
 
 #: Platform -> qemu-user's program for it.
 QEMU = {"arm-64-linux": "qemu-aarch64", "arm-32-linux": "qemu-arm", "x86-64-linux": "qemu-x86_64",
@@ -265,7 +265,7 @@ class _HarnessKernel:
                 pass
 
 
-class EmulatedRunner(_LinksHere):
+class EmulatedRunner(_WorkerRunner):
     """Runs kernels of another platform here, under an emulator: ``emulator`` is its
     command line (a string or a list), else the one configured or installed for the
     target's platform (``emulator_for``). Correctness is checked for real; the
@@ -311,11 +311,3 @@ class EmulatedRunner(_LinksHere):
         super().prepare(context)
         self._worker = EmulatedProcess(context.task(), context.target, self._command(context.target),
                                        context.native_dir)
-
-    def run(self, library, best, timeout, protocol):
-        return self._worker.measure(library, FUNCTION, protocol, best, timeout)
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None

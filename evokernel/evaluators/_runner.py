@@ -64,19 +64,11 @@ class _LinksHere(Runner):
         """Check and time a linked kernel library."""
 
 
-class LocalRunner(_LinksHere):
-    """Checks and times in a worker process that is killed on a timeout and
-    replaced after a crash."""
+class _WorkerRunner(_LinksHere):
+    """A runner that checks and times in a worker (``_worker``: a ``WorkerProcess``
+    or alike) that its ``prepare`` makes."""
 
-    def __init__(self) -> None:
-        self._worker: WorkerProcess | None = None
-
-    def prepare(self, context: Context) -> None:
-        super().prepare(context)
-        if self._worker is None:
-            self._worker = WorkerProcess(context.task())
-        else:  # the same worker process takes the new operator
-            self._worker.retask(context.task())
+    _worker = None
 
     def run(self, library, best, timeout, protocol):
         return self._worker.measure(library, FUNCTION, protocol, best, timeout)
@@ -85,6 +77,18 @@ class LocalRunner(_LinksHere):
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+
+
+class LocalRunner(_WorkerRunner):
+    """Checks and times in a worker process that is killed on a timeout and
+    replaced after a crash."""
+
+    def prepare(self, context: Context) -> None:
+        super().prepare(context)
+        if self._worker is None:
+            self._worker = WorkerProcess(context.task())
+        else:  # the same worker process takes the new operator
+            self._worker.retask(context.task())
 
 
 class InlineRunner(_LinksHere):

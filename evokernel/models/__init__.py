@@ -7,6 +7,6 @@ reads one saved with ``TunedModel.save``.
 from ._model import TunedModel, load_model
 from ._network import Network, Step
 from ._onnx import import_onnx
-from ._scheduler import Task, TaskScheduler, tune_model
+from ._scheduler import Task, TaskScheduler, tune_model, tune_operators
 
-__all__ = ["tune_model", "TunedModel", "load_model", "import_onnx", "Network", "Step", "TaskScheduler", "Task"]
+__all__ = ["tune_model", "TunedModel", "load_model", "import_onnx", "Network", "Step", "TaskScheduler", "Task", "tune_operators"]

@@ -63,21 +63,33 @@ def tune_model(model, target="host", budget="10m", seed: int | None = None, *, i
     'relu(shape=2x32,dtype=float32)'
     """
     network = import_onnx(model, input_shapes)
+    kernels, failed, summary = tune_operators(
+        network.operators(), target, budget, seed, name=network.name, retune=retune, evaluator=evaluator,
+        strategy=strategy, records=records, threads=threads, cache_dir=cache_dir, progress=progress)
+    shapes = {name: shape for name, (shape, _) in network.inputs.items()}
+    return TunedModel(network, kernels, failed, shapes, summary)
+
+
+def tune_operators(tasks: Mapping[str, tuple[Operator, int]], target="host", budget="10m", seed: int | None = None,
+                   *, name: str = "network", retune: bool = False, evaluator="ray", strategy="ga", records="sqlite",
+                   threads: int | None = None, cache_dir=None, progress=None) -> tuple[dict, dict, dict]:
+    """Tune the operators of one network (``tasks``: key -> (operator, occurrences))
+    under one ``budget``; returns ``(kernels, failed, summary)`` by operator key.
+    What ``tune_model`` does once the graph is imported, for any front end (ONNX,
+    PyTorch)."""
     target, budget = Target.parse(target), Budget.parse(budget)
     root, threads = resolve_cache_dir(cache_dir), threads or default_threads()
-    tasks = network.operators()
     search = create_strategy(strategy)
-    shapes = {name: shape for name, (shape, _) in network.inputs.items()}
     key = model_key(tasks, target)
     if not retune:
         cached = _cached(root, key, budget, tasks, target, threads)
         if cached is not None:
             kernels, failed = cached
-            return TunedModel(network, kernels, failed, shapes, {"budget": str(budget), "cached": True})
+            return kernels, failed, {"budget": str(budget), "cached": True}
     ev = create_evaluator(evaluator)
     ev.check_target(target)
     db = open_records(records, root)
-    display = ModelDisplay.create(progress, network.name, budget)
+    display = ModelDisplay.create(progress, name, budget)
     base_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     started = time.monotonic()
 
@@ -100,7 +112,7 @@ def tune_model(model, target="host", budget="10m", seed: int | None = None, *, i
     summary = {"budget": str(budget), "tuning": f"{time.monotonic() - started:.0f} s",
                "evaluations": sum(t.evaluations for t in scheduler.tasks.values()), "seed": base_seed}
     _remember(root, key, budget, tasks, target, failed)
-    return TunedModel(network, kernels, failed, shapes, summary)
+    return kernels, failed, summary
 
 
 def model_key(tasks: Mapping, target: Target) -> str:

@@ -10,7 +10,11 @@ one exactly, and with its own kernels elsewhere:
 
     load_tengine_plugin("evokernel", "libsqueezenet_evokernel.so", "evokernel_plugin_init");
     ... create_graph, prerun_graph, run_graph ...
+    postrun_graph, destroy_graph       /* every graph that ran the plugin's kernels */
     unload_tengine_plugin("evokernel", "evokernel_plugin_release");
+
+The unload comes last: while a prerun graph still holds the plugin's kernels, the
+release refuses (returns -1) and the plugin stays loaded.
 """
 
 import os

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from .. import operators as ops
+from .._format import format_seconds, table
+from ..store import Kernel
 from ._c import (ExportedKernel, ExportError, check_identifier, combined_object, entries, link_shared, output_dir,
                         wrappers)
 
@@ -91,17 +94,31 @@ def _plugin_source() -> str:
 
 
 def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
-                          release: str = "evokernel_plugin_release", tengine_headers=None, target=None) -> Path:
+                          release: str = "evokernel_plugin_release", tengine_headers=None, target=None,
+                          engine_times=None, min_speedup: float | None = None) -> Path:
     """Write one shared library that Tengine loads with
     ``load_tengine_plugin(name, path, init)`` and unloads with
-    ``unload_tengine_plugin(name, release)``.
+    ``unload_tengine_plugin(name, release)``, and beside it ``<name>.report.txt``:
+    every kernel with its tuned time, Tengine's time where known, and whether it
+    is in the plugin.
 
     ``init`` registers one node_ops per kernel (``register_builtin_node_ops``,
     resolved in the host process); each scores 8000 (above Tengine's own kernels)
     for nodes whose parameters, tensor shapes and dtype match its kernel exactly,
-    0 otherwise, and runs on Tengine's thread count. ``release`` unregisters them.
-    Only a C compiler is needed: the plugin declares the Tengine structures it reads,
-    unless ``tengine_headers`` names Tengine's ``source/`` directory to use its headers.
+    0 otherwise, and runs on Tengine's thread count. ``release`` unregisters them;
+    while a graph still holds one of them (prerun, not yet destroyed) it refuses,
+    returns -1 and keeps the plugin's code mapped: postrun and destroy graphs
+    before the unload.
+
+    ``engine_times`` maps kernels (or their operator keys) to Tengine's own time
+    for the same node in seconds, as measured on the engine (its per-node
+    profile); with ``min_speedup``, a kernel less than that many times faster
+    than Tengine's is left out, so Tengine keeps the node.
+
+    Only a C compiler is needed: the plugin declares the Tengine structures it
+    reads, unless ``tengine_headers`` names Tengine's include directories to use
+    its headers: the ``source/`` directory, and the configured build directory
+    that holds the ``defines.h`` CMake generates (a path or a list of paths).
     The plugin exports ``init``, ``release`` and the kernels' C functions only (its
     Halide runtime stays private). ``target`` (a CPU target, e.g. ``"arm-64-linux"``
     for Tengine on an ARM board) compiles every kernel's schedule for it, linked with
@@ -110,8 +127,8 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     >>> import tempfile, pathlib, evokernel as ek
     >>> kernel = ek.tune(ek.operators.relu((1, 8, 4, 4)), budget=2, seed=0, evaluator="local")
     >>> plugin = ek.export_tengine_plugin([kernel], pathlib.Path(tempfile.mkdtemp()) / "libek.so")
-    >>> plugin.name
-    'libek.so'
+    >>> plugin.name, plugin.with_suffix(".report.txt").exists()
+    ('libek.so', True)
     """
     check_identifier(init, "init")
     check_identifier(release, "release")
@@ -120,26 +137,86 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     items = entries(kernels, "evokernel", target)
     if {init, release} & {e.name for e in items}:
         raise ExportError(f"init/release names {init!r}, {release!r} clash with a kernel function")
-    includes = []
-    if tengine_headers is not None:
-        headers = Path(tengine_headers).expanduser()
-        if not (headers / _HEADER_CHECK).is_file():
-            raise ExportError(f"tengine_headers={str(tengine_headers)!r} is not Tengine's source/ directory "
-                              f"(no {_HEADER_CHECK} in it)")
-        includes = [headers]
+    includes = _include_dirs(tengine_headers)
     try:
         path = Path(path).expanduser()
     except TypeError as error:
         raise ExportError(f"path must be a file path, got {path!r}") from error
+    times = _engine_times(engine_times, items)
+    kept = [e for e in items if _kept(e, times, min_speedup)]
+    report = _report(items, kept, times, min_speedup)
+    if not kept:
+        raise ExportError(f"no kernel is at least {min_speedup}x faster than Tengine's:\n{report}")
     directory = output_dir(path.parent)
     head, tail = _plugin_source().split(_TABLE_MARK)
-    defines = [f"#define EK_INIT {init}", f"#define EK_RELEASE {release}"]
+    defines = ["#define _GNU_SOURCE 1", f"#define EK_INIT {init}", f"#define EK_RELEASE {release}"]
     if includes:
         defines.append("#define EK_TENGINE_HEADERS 1")
-    source = "\n".join([*defines, wrappers(items, "evokernel"), head, _table(items), tail])
+    source = "\n".join([*defines, wrappers(kept, "evokernel"), head, _table(kept), tail])
     with tempfile.TemporaryDirectory(dir=directory, prefix=".evokernel-export") as tmp:
         tmp = Path(tmp)
-        obj = combined_object(items, source, [init, release, *(e.name for e in items)], tmp, includes)
-        link_shared(obj, tmp / "plugin.so", items[0].target)
+        obj = combined_object(kept, source, [init, release, *(e.name for e in kept)], tmp, includes)
+        link_shared(obj, tmp / "plugin.so", kept[0].target)
+        (tmp / "report.txt").write_text(report)
         (tmp / "plugin.so").replace(path)
+        (tmp / "report.txt").replace(path.with_suffix(".report.txt"))
     return path
+
+
+def _include_dirs(tengine_headers) -> list[Path]:
+    """Tengine's include directories, checked to hold what the plugin includes."""
+    if tengine_headers is None:
+        return []
+    single = isinstance(tengine_headers, (str, Path))
+    try:
+        dirs = [Path(d).expanduser() for d in ([tengine_headers] if single else tengine_headers)]
+    except TypeError as error:
+        raise ExportError(f"tengine_headers must be a directory or a list of them, got {tengine_headers!r}") from error
+    for header, what in ((_HEADER_CHECK, "Tengine's source/ directory"),
+                         (Path("defines.h"), "the configured build directory that holds the defines.h CMake "
+                                             "generates (graph/node.h includes it)")):
+        if not any((d / header).is_file() for d in dirs):
+            raise ExportError(f"tengine_headers={[str(d) for d in dirs]} has no {header}: pass {what} too")
+    return dirs
+
+
+def _engine_times(engine_times, items: list[ExportedKernel]) -> dict[str, float]:
+    """Tengine's time (seconds) per exported kernel name, from a mapping keyed by
+    kernel or operator key."""
+    if engine_times is None:
+        return {}
+    if not isinstance(engine_times, Mapping):
+        raise ExportError(f"engine_times must map kernels or operator keys to seconds, got "
+                          f"{type(engine_times).__name__}")
+    by_key = {k.signature.key if isinstance(k, Kernel) else str(k): v for k, v in engine_times.items()}
+    unknown = set(by_key) - {e.kernel.signature.key for e in items}
+    if unknown:
+        raise ExportError(f"engine_times names operators that are not exported: {', '.join(sorted(unknown))}")
+    times = {}
+    for e in items:
+        value = by_key.get(e.kernel.signature.key)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ExportError(f"engine_times[{e.kernel.signature.key!r}] must be a positive time in seconds, "
+                              f"got {value!r}")
+        times[e.name] = float(value)
+    return times
+
+
+def _kept(entry: ExportedKernel, times: dict[str, float], min_speedup: float | None) -> bool:
+    if min_speedup is None or entry.name not in times:
+        return True
+    return times[entry.name] / entry.kernel.stats.time >= min_speedup
+
+
+def _report(items, kept, times: dict[str, float], min_speedup) -> str:
+    rows, names = [], {e.name for e in kept}
+    for e in items:
+        engine = times.get(e.name)
+        speedup = f"{engine / e.kernel.stats.time:.2f}x" if engine else ""
+        rows.append([e.name, format_seconds(e.kernel.stats.time), format_seconds(engine) if engine else "",
+                     speedup, "plugin" if e.name in names else "Tengine"])
+    rule = f" (kernels under {min_speedup}x left to Tengine)" if min_speedup is not None else ""
+    return (f"{len(kept)} of {len(items)} kernels in the plugin{rule}\n\n"
+            + table(["kernel", "tuned", "Tengine", "speedup", "runs in"], rows) + "\n")

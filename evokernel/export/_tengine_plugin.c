@@ -10,7 +10,13 @@
  * float32, the operators' NumPy layout, and its weights are [c_out, c_in/group,
  * kh, kw] (convolution) and [num_output, k] (fc), as the operators' are: tensor
  * memory is handed to the kernels as it is.
+ *
+ * Release refuses (returns -1, unregisters nothing) while any exec node is bound
+ * to one of its node_ops (between init_node and release_node), and keeps the
+ * library mapped so the dlclose that follows in unload_tengine_plugin cannot pull
+ * the code from under a live graph. Graphs are postrun and destroyed before unload.
  */
+#include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -155,8 +161,12 @@ struct ek_kernel {
 static int ek_prerun(struct node_ops *, struct exec_node *, struct exec_graph *);
 static int ek_run(struct node_ops *, struct exec_node *, struct exec_graph *);
 static int ek_nothing(struct node_ops *, struct exec_node *, struct exec_graph *);
+static int ek_bind(struct node_ops *, struct exec_node *, struct exec_graph *);
+static int ek_unbind(struct node_ops *, struct exec_node *, struct exec_graph *);
 static int ek_score(struct node_ops *, struct exec_graph *, struct node *);
-#define EK_OPS {ek_prerun, ek_run, NULL, ek_nothing, ek_nothing, ek_nothing, ek_score}
+#define EK_OPS {ek_prerun, ek_run, NULL, ek_nothing, ek_bind, ek_unbind, ek_score}
+
+static int ek_bound; /* exec nodes between init_node and release_node */
 
 /* EK_KERNEL_TABLE */
 
@@ -249,6 +259,27 @@ static int ek_nothing(struct node_ops *ops, struct exec_node *node, struct exec_
     return 0;
 }
 
+static int ek_bind(struct node_ops *ops, struct exec_node *node, struct exec_graph *graph) {
+    (void)ops, (void)node, (void)graph;
+    __atomic_add_fetch(&ek_bound, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static int ek_unbind(struct node_ops *ops, struct exec_node *node, struct exec_graph *graph) {
+    (void)ops, (void)node, (void)graph;
+    __atomic_sub_fetch(&ek_bound, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* Mark this library never to be unmapped (a later dlclose leaves its code in place). */
+static void ek_stay_mapped(void) {
+    Dl_info self;
+    if (dladdr((void *)&ek_bound, &self) && self.dli_fname) {
+        void *handle = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+        (void)handle; /* the reference is kept on purpose */
+    }
+}
+
 static int ek_prerun(struct node_ops *ops, struct exec_node *node, struct exec_graph *graph) {
     (void)graph;
     return ek_match((const struct ek_kernel *)ops, node->ir_node) ? 0 : -1;
@@ -282,6 +313,10 @@ EK_PUBLIC int EK_INIT(void) {
 
 EK_PUBLIC int EK_RELEASE(void) {
     int rc = 0;
+    if (__atomic_load_n(&ek_bound, __ATOMIC_SEQ_CST) > 0) { /* a graph still runs our node_ops */
+        ek_stay_mapped();
+        return -1;
+    }
     for (int i = ek_kernel_count - 1; i >= 0; i--)
         if (unregister_builtin_node_ops(ek_kernels[i].op_type, &ek_kernels[i].ops) < 0) rc = -1;
     return rc;

@@ -179,6 +179,65 @@ def test_halide_thread_pool_follows_the_graph_thread_count(host, kernels, plugin
     assert printed == ["score 8000 plugin", f"threads {threads}"]
 
 
+def test_unloading_while_a_graph_is_bound_is_refused_and_keeps_the_code(host, plugin, tmp_path):
+    """As Tengine's unload (release, then dlclose) between prerun and postrun: the
+    release refuses, nothing is unregistered, and the runs after the dlclose still
+    find the plugin's code (the host would fault otherwise); the final release works."""
+    op = CASES["conv_b2_relu"]
+    printed, out, inputs = run_host(host, plugin, tmp_path, op, *node(op), extra=["unload_bound"])
+    assert printed[:2] == ["score 8000 plugin", "release refused"]
+    np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs), rtol=1e-4, atol=1e-4)
+
+
+def _header_tree(root: Path) -> list[Path]:
+    """A stand-in for Tengine's include directories: its structures (as the plugin
+    declares them) in source/device/cpu/cpu_node.h, the other headers the plugin
+    includes present, and source/graph/node.h including the defines.h that CMake
+    writes into the build tree, as Tengine's does."""
+    source, build = root / "source", root / "build" / "source"
+    plugin = (Path(ek.__file__).parent / "export" / "_tengine_plugin.c").read_text()
+    declared = plugin.split("#else", 1)[1].split("#endif", 1)[0]
+    headers = ["device/cpu/cpu_graph.h", "device/cpu/cpu_module.h", "graph/graph.h", "graph/tensor.h",
+               *(f"operator/prototype/{n}_param.h" for n in ("convolution", "fc", "pooling", "relu", "softmax"))]
+    for name, text in [("device/cpu/cpu_node.h", declared), ("graph/node.h", '#include "defines.h"\n'),
+                       *((h, "") for h in headers)]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(f"#pragma once\n#include <stddef.h>\n#include <stdint.h>\n{text}")
+    build.mkdir(parents=True)
+    (build / "defines.h").write_text("#pragma once\n#define TENGINE_STAND_IN 1\n")
+    return [source, build]
+
+
+def test_builds_against_tengine_headers_from_source_and_build_trees(host, kernels, tmp_path):
+    source, build = _header_tree(tmp_path / "tengine")
+    with pytest.raises(ek.ExportError, match="defines.h"):
+        ek.export_tengine_plugin([kernels["relu"]], tmp_path / "p.so", tengine_headers=source)
+    plugin = ek.export_tengine_plugin([kernels["relu"]], tmp_path / "p.so", init="my_init", release="my_release",
+                                      tengine_headers=[source, build])
+    op = CASES["relu"]
+    printed, out, inputs = run_host(host, plugin, tmp_path, op, *node(op))
+    assert printed[0] == "score 8000 plugin"
+    np.testing.assert_allclose(out.reshape(op.output.shape), op.reference(*inputs))
+
+
+def test_kernels_slower_than_tengine_are_left_to_it_and_reported(host, kernels, tmp_path):
+    """With Tengine's per-node times, min_speedup leaves out the kernels that do not
+    beat it by that much: their nodes go to the built-in kernel."""
+    fast, slow = kernels["relu"], kernels["conv_b2_relu"]
+    times = {fast: fast.stats.time * 3, slow.signature.key: slow.stats.time * 0.5}
+    plugin = ek.export_tengine_plugin([fast, slow], tmp_path / "p.so", init="my_init", release="my_release",
+                                      engine_times=times, min_speedup=1.2)
+    report = plugin.with_suffix(".report.txt").read_text()
+    assert report.startswith("1 of 2 kernels in the plugin") and "3.00x" in report and "0.50x" in report
+    conv, relu = CASES["conv_b2_relu"], CASES["relu"]
+    assert run_host(host, plugin, tmp_path, conv, *node(conv))[0] == ["score 4000 builtin"]
+    assert run_host(host, plugin, tmp_path, relu, *node(relu))[0][0] == "score 8000 plugin"
+    with pytest.raises(ek.ExportError, match="positive time"):
+        ek.export_tengine_plugin([fast], tmp_path / "q.so", engine_times={fast: -1.0})
+    with pytest.raises(ek.ExportError, match="no kernel is at least 9"):
+        ek.export_tengine_plugin([fast, slow], tmp_path / "q.so", engine_times=times, min_speedup=9)
+
+
 def test_a_node_reshaped_after_prerun_is_refused_not_miscomputed(host, plugin, tmp_path):
     op = CASES["conv_b2_relu"]
     message, out, _ = run_host(host, plugin, tmp_path, op, *node(op), extra=["reshape"], rc=1)
@@ -253,6 +312,9 @@ def test_plugin_exports_only_init_release_and_kernels(kernels, plugin):
     (dict(release="9lives"), "C identifier"),
     (dict(init="same", release="same"), "different"),
     (dict(tengine_headers="/nonexistent"), "source/ directory"),
+    (dict(tengine_headers=3), "directory or a list"),
+    (dict(engine_times=[1.0]), "engine_times must map"),
+    (dict(engine_times={"relu": 1.0}), "not exported: relu"),
 ])
 def test_bad_arguments_name_the_problem(kernels, tmp_path, kwargs, message):
     with pytest.raises(ek.ExportError, match=message):

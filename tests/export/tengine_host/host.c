@@ -21,7 +21,10 @@
  * SPEC lines:  op TYPE | threads N | param conv|pool|fc|softmax|relu|none VALUES... |
  *              input FILE RANK DIMS... | output FILE RANK DIMS... |
  *              reshape (after prerun, the batch of the first input and the output grows
- *              by one, as when a graph is reshaped: the kernel no longer fits the node)
+ *              by one, as when a graph is reshaped: the kernel no longer fits the node) |
+ *              unload_bound (after prerun, unload the plugin as unload_tengine_plugin()
+ *              does, RELEASE then dlclose, while the node is still bound: RELEASE must
+ *              refuse and the plugin's code must stay mapped for the runs that follow)
  * Prints "score S plugin|builtin" and, after a plugin ran, "threads T" (the
  * process's threads: Halide's pool must follow exec_graph.num_thread); exits
  * non-zero on any failure.
@@ -255,7 +258,7 @@ int main(int argc, char **argv) {
     struct exec_graph exec_graph = {.num_thread = 1};
     uint16_t inputs[MAX_TENSORS], outputs[1];
     char word[16];
-    int op_type = -1, param_size = 0, output = -1, reshape = 0;
+    int op_type = -1, param_size = 0, output = -1, reshape = 0, unload_bound = 0, unloaded = 0;
     while (fscanf(spec, "%15s", word) == 1) {
         if (!strcmp(word, "op")) {
             if (fscanf(spec, "%d", &op_type) != 1 || op_type < 0 || op_type >= MAX_OP) return fail("bad op");
@@ -263,6 +266,8 @@ int main(int argc, char **argv) {
             if (fscanf(spec, "%d", &exec_graph.num_thread) != 1) return fail("bad threads");
         } else if (!strcmp(word, "reshape")) {
             reshape = 1;
+        } else if (!strcmp(word, "unload_bound")) {
+            unload_bound = 1;
         } else if (!strcmp(word, "param")) {
             if (read_param(spec, &node.op.param_mem, &param_size)) return fail("bad param");
         } else if (!strcmp(word, "input") || !strcmp(word, "output")) {
@@ -299,6 +304,13 @@ int main(int argc, char **argv) {
         status |= best->init_node && best->init_node(best, &exec_node, &exec_graph);
         status |= best->prerun && best->prerun(best, &exec_node, &exec_graph);
         if (reshape) tensors[0]->dims[0]++, tensors[output]->dims[0]++;
+        if (unload_bound) {
+            if (release() >= 0) status = fail("release succeeded while a node was bound");
+            if (registered[op_type] < 2) status = fail("a refused release unregistered node_ops");
+            if (dlclose(plugin)) status = fail(dlerror());
+            unloaded = 1;
+            printf("release refused\n");
+        }
         for (int run = 0; run < 2 && !status; run++) {
             status |= best->reshape && best->reshape(best, &exec_node, &exec_graph);
             status |= best->run(best, &exec_node, &exec_graph) != 0;
@@ -316,7 +328,7 @@ int main(int argc, char **argv) {
     if (release() < 0) status = fail("release failed");
     for (int op = 0; op < MAX_OP; op++)
         if (registered[op] != 1 || registry[op][0] != &builtin) status = fail("release left node_ops registered");
-    if (dlclose(plugin)) status = fail(dlerror());
+    if (!unloaded && dlclose(plugin)) status = fail(dlerror());
 
     for (int i = 0; i < graph.count; i++) free(tensors[i]->data), free(tensors[i]);
     free(node.input_tensors), free(node.output_tensors), free(node.op.param_mem);

@@ -3,6 +3,7 @@ a tuned kernel (an operator) or by ONNX's NumPy reference implementation."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Union
@@ -32,6 +33,11 @@ class Step:
     reason: str | None = None
     opsets: dict = field(default_factory=dict, repr=False)
     _reference: Callable | None = field(default=None, repr=False)
+    _out: np.ndarray | None = field(default=None, repr=False)  # the kernel's output, reused from run to run
+
+    def __post_init__(self):
+        self.key = self.operator.key if self.operator is not None else None
+        self._shapes = tuple(spec.shape for spec in self.operator.inputs) if self.operator is not None else ()
 
     @property
     def name(self) -> str:
@@ -43,15 +49,21 @@ class Step:
 
     def run(self, values: dict, kernel: Callable | None) -> None:
         """Compute this step from ``values`` (name -> array) and store its outputs
-        there; ``kernel`` is the tuned kernel of the operator, or None (NumPy)."""
+        there; ``kernel`` is the tuned kernel of the operator, or None (NumPy). A
+        kernel writes into this step's own buffer, the same one on every run."""
         if self.operator is None:
             inputs = {name: values[name] for name in self.node.input if name}
             for name, value in zip(self.outputs, self._evaluator().run(None, inputs)):
                 values[name] = value
             return
-        arrays = [np.ascontiguousarray(values[a]).reshape(spec.shape) if isinstance(a, str) else a
-                  for a, spec in zip(self.args, self.operator.inputs)]
-        result = kernel(*arrays) if kernel is not None else self.operator.reference(*arrays)
+        arrays = [np.ascontiguousarray(values[a]).reshape(shape) if isinstance(a, str) else a
+                  for a, shape in zip(self.args, self._shapes)]
+        if kernel is None:
+            result = self.operator.reference(*arrays)
+        else:
+            if self._out is None:
+                self._out = np.empty(self.operator.output.shape, self.operator.output.dtype)
+            result = kernel(*arrays, out=self._out)
         values[self.outputs[0]] = result if self.shape is None else result.reshape(self.shape)
 
     def _evaluator(self):
@@ -73,6 +85,7 @@ class Network:
     constants: dict[str, np.ndarray]
     steps: list[Step]
     model_bytes: bytes = b""
+    _running: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def operators(self) -> dict[str, tuple[Operator, int]]:
         """Distinct operators by key, with how many steps use each."""
@@ -82,8 +95,10 @@ class Network:
 
     def run(self, arrays: dict[str, np.ndarray], kernels: dict[str, Callable]) -> dict[str, np.ndarray]:
         """Every output of the network for ``arrays`` (checked inputs by name), with
-        ``kernels`` (operator key -> callable) where they exist."""
-        values = {**self.constants, **arrays}
-        for step in self.steps:
-            step.run(values, kernels.get(step.operator.key) if step.operator is not None else None)
-        return {name: values[name] for name in self.outputs}
+        ``kernels`` (operator key -> callable taking ``out=``) where they exist. The
+        steps' buffers are reused, so one run at a time; the outputs are copies."""
+        with self._running:
+            values = {**self.constants, **arrays}
+            for step in self.steps:
+                step.run(values, kernels.get(step.key))
+            return {name: np.array(values[name], copy=True) for name in self.outputs}

@@ -45,6 +45,18 @@ def test_the_tuned_network_equals_onnxruntime(tuned_cnn):
     np.testing.assert_allclose(net(x=x), net(x))
 
 
+def test_a_result_is_not_overwritten_by_the_next_run(tuned_cnn):
+    """The steps reuse their buffers from run to run; what a call returns is the caller's."""
+    net, _ = tuned_cnn
+    rng = np.random.default_rng(8)
+    a, b = rng.random(SHAPE, dtype=np.float32), rng.random(SHAPE, dtype=np.float32)
+    first = net(a)
+    kept = first.copy()
+    net(b)
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_allclose(net(a), kept, rtol=1e-6)
+
+
 def test_every_distinct_operator_gets_a_kernel_and_the_report_says_so(tuned_cnn):
     net, _ = tuned_cnn
     assert len(net.kernels) + len(net.failed) == 7

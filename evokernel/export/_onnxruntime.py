@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._c import (ExportedKernel, ExportError, check_identifier, combined_object, entries, link_shared, output_dir,
+from ._c import (ExportError, ExportedKernel, check_identifier, combined_object, entries, link_shared, output_dir,
                  sanitize, wrappers)
 
 DOMAIN = "evokernel"
@@ -156,7 +156,7 @@ def _wired_shapes(step, shapes: dict) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
-def _plan(network, proto, kernels: dict, items: dict, onnx) -> list[_Rewrite]:
+def _plan(network, proto, kernels: dict, items: dict, onnx) -> tuple[list[_Rewrite], list[_Op]]:
     """One rewrite per step that has a kernel; one op per kernel and wired shapes."""
     nodes = list(proto.graph.node)
     names = _node_names(nodes)
@@ -174,7 +174,7 @@ def _plan(network, proto, kernels: dict, items: dict, onnx) -> list[_Rewrite]:
             ops[key] = _Op(f"{family}_{counts[family]}", items[step.operator.key], wired)
             counts[family] += 1
         rewrites.append(_Rewrite(_chain(nodes, names, step), step.name, ops[key], step.args, step.outputs[0]))
-    return rewrites
+    return rewrites, list(ops.values())
 
 
 # -- the library -------------------------------------------------------------------------
@@ -333,8 +333,7 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[P
     items = dict(zip(kernels, entries(list(kernels.values()), name)))
     proto = onnx.ModelProto()
     proto.ParseFromString(network.model_bytes)
-    rewrites = _plan(network, proto, kernels, items, onnx)
-    ops = list({id(r.op): r.op for r in rewrites}.values())
+    rewrites, ops = _plan(network, proto, kernels, items, onnx)
     domain = _domain(name, ops)
     rewritten = _rewritten(onnx, proto, rewrites, domain)
     try:

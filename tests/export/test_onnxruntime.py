@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 import evokernel as ek
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the small ONNX graphs of the model tests
-from _graphs import small_cnn  # noqa: E402
+from _graphs import small_cnn
 
 SHAPE = (2, 4, 12, 12)
 CPU = ["CPUExecutionProvider"]
@@ -53,7 +53,7 @@ def evokernel_nodes(model) -> list:
 def tuned(make_cache):
     """small_cnn (7 distinct operators) and head (2), tuned with about two evaluations per operator."""
     root = make_cache("ort")
-    options = dict(seed=0, evaluator="local", cache_dir=root, progress=False)
+    options = {"seed": 0, "evaluator": "local", "cache_dir": root, "progress": False}
     cnn = ek.tune_model(small_cnn(), budget=14, input_shapes={"x": SHAPE}, **options)
     second = ek.tune_model(head(), budget=4, input_shapes={"x": (2, 10)}, **options)
     assert len(cnn.kernels) == 7 and len(second.kernels) == 2

@@ -16,7 +16,7 @@ from .errors import (ArgumentError, BudgetError, BuildError, CacheError, Cluster
                      KernelCallError, ModelError, NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError,
                      TuningError, UnsupportedDtypeError, UntrustedBundleError)
 from .evaluators import Outcome, Result
-from .export import CLibrary, compile_for, export_c, export_tengine_plugin
+from .export import CLibrary, compile_for, export_c, export_onnxruntime, export_tengine_plugin
 from .genome import Genome
 from .models import TunedModel, load_model, tune_model
 from .search import Budget, SearchSettings
@@ -26,7 +26,7 @@ from .tuner import tune
 
 __all__ = [
     "tune", "tune_model", "TunedModel", "load_model", "ModelError", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
-    "export_tengine_plugin", "ExportError", "TuningProgress", "Kernel", "Target",
+    "export_tengine_plugin", "export_onnxruntime", "ExportError", "TuningProgress", "Kernel", "Target",
     "Budget", "SearchSettings", "Genome", "Outcome", "Result", "KernelMeta", "operators", "evaluators", "search",
     "store", "export", "errors", "BuildError",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",

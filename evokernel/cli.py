@@ -279,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[common], help="export cached kernels as a C library or Tengine plugin")
     export.add_argument("format", choices=tuple(EXPORTERS))
-    export.add_argument("path", help="c: a directory; tengine: the plugin's .so path")
+    export.add_argument("path", help="c: a directory; tengine: the plugin's .so path; onnxruntime: a tuned "
+                        "model only (ek.export_onnxruntime in Python)")
     export.add_argument("--operator", action="append", nargs="+", metavar="KERNEL",
                         help="export this kernel: an id, an operator name or key, or an operator and its "
                              "KEY=VALUEs (repeatable; default: every cached kernel)")

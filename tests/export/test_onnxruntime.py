@@ -1,0 +1,217 @@
+"""ek.export_onnxruntime: the custom-op library and the rewritten model run by the
+real onnxruntime (no mocks), against onnxruntime running the original model."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import evokernel as ek
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the small ONNX graphs of the model tests
+from _graphs import small_cnn
+
+SHAPE = (2, 4, 12, 12)
+CPU = ["CPUExecutionProvider"]
+
+
+def head(batch="n"):
+    """Relu then Softmax over [batch, 10]: a second model, to read small_cnn's output."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 10])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1)]
+    return helper.make_model(helper.make_graph(nodes, "head", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def session(model, *libraries, options=None):
+    """An onnxruntime session of ``model`` (a path or a ModelProto) with ``libraries`` registered."""
+    options = options or ort.SessionOptions()
+    for lib in libraries:
+        options.register_custom_ops_library(str(lib))
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=CPU)
+
+
+def reference(model, **inputs):
+    return session(model).run(None, inputs)[0]
+
+
+def evokernel_nodes(model) -> list:
+    return [n for n in model.graph.node if n.domain.startswith("evokernel.")]
+
+
+@pytest.fixture(scope="module")
+def tuned(make_cache):
+    """small_cnn (7 distinct operators) and head (2), tuned with about two evaluations per operator."""
+    root = make_cache("ort")
+    options = {"seed": 0, "evaluator": "local", "cache_dir": root, "progress": False}
+    cnn = ek.tune_model(small_cnn(), budget=14, input_shapes={"x": SHAPE}, **options)
+    second = ek.tune_model(head(), budget=4, input_shapes={"x": (2, 10)}, **options)
+    assert len(cnn.kernels) == 7 and len(second.kernels) == 2
+    return cnn, second
+
+
+@pytest.fixture(scope="module")
+def exported(tuned, tmp_path_factory):
+    """(library, rewritten model) of small_cnn and of head, in two directories."""
+    cnn, second = tuned
+    return (ek.export_onnxruntime(cnn, tmp_path_factory.mktemp("cnn")),
+            ek.export_onnxruntime(second, tmp_path_factory.mktemp("head"), name="head_ort"))
+
+
+def test_onnxruntime_with_the_library_equals_onnxruntime_without_it(exported):
+    (lib, path), _ = exported
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ours = evokernel_nodes(model)
+    assert [n.name for n in ours] == ["conv1+relu1", "pool1", "dw+dw_bias+relu6", "residual", "gap", "fc", "softmax"]
+    assert {n.op_type for n in model.graph.node if not n.domain} == {"Sigmoid", "Flatten"}
+    assert {o.domain: o.version for o in model.opset_import}[ours[0].domain] == 1
+    assert not {"w1", "b1", "w2", "b2", "wf", "bf"} & {t.name for t in model.graph.initializer}  # now in kernel layout
+    x = np.random.default_rng(1).random(SHAPE, dtype=np.float32)
+    np.testing.assert_allclose(session(path, lib).run(None, {"x": x})[0], reference(small_cnn(), x=x),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_the_fc_weight_is_stored_transposed_as_the_kernel_takes_it(exported):
+    (_, path), _ = exported
+    model = onnx.load(str(path))
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    original = {t.name: onnx.numpy_helper.to_array(t) for t in small_cnn().graph.initializer}
+    assert fc.input[0] == "f"  # the Flatten's output, read as it is
+    np.testing.assert_array_equal(weights[fc.input[1]], original["wf"])  # transB=1: already [out, in]
+    np.testing.assert_array_equal(weights[fc.input[2]], original["bf"])
+
+
+def test_a_node_whose_kernel_is_missing_stays_onnxruntimes(tuned, tmp_path):
+    cnn, _ = tuned
+    softmax = next(k for k in cnn.kernels if k.signature.key.startswith("softmax"))
+    kernels = {k.signature.key: k for k in cnn.kernels if k is not softmax}
+    partial = ek.TunedModel(cnn.network, kernels, {softmax.signature.key: "no correct candidate"}, cnn.input_shapes)
+    lib, path = ek.export_onnxruntime(partial, tmp_path)
+    model = onnx.load(str(path))
+    assert len(evokernel_nodes(model)) == 6
+    node = next(n for n in model.graph.node if n.name == "softmax")
+    assert (node.domain, node.op_type) == ("", "Softmax")
+    x = np.random.default_rng(2).random(SHAPE, dtype=np.float32)
+    np.testing.assert_allclose(session(path, lib).run(None, {"x": x})[0], reference(small_cnn(), x=x),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_wrong_shape_at_run_time_is_an_onnxruntime_error_naming_it(exported):
+    (lib, path), _ = exported
+    model = onnx.load(str(path))  # its input is static, which onnxruntime checks itself: make it dynamic
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    run = session(model, lib)
+    with pytest.raises(Exception, match=r"conv1\+relu1.*input 0 must be float32 of shape \[2, 4, 12, 12\].*"
+                                        r"got float32 of shape \[3, 4, 12, 12\]") as error:
+        run.run(None, {"x": np.zeros((3, 4, 12, 12), np.float32)})
+    assert "INVALID_ARGUMENT" in str(error.value)
+    x = np.random.default_rng(3).random(SHAPE, dtype=np.float32)  # the session still runs what fits
+    np.testing.assert_allclose(run.run(None, {"x": x})[0], reference(small_cnn(), x=x), rtol=1e-4, atol=1e-6)
+
+
+def test_one_library_loads_into_two_sessions_of_one_process(exported):
+    (lib, path), _ = exported
+    first, second = session(path, lib), session(path, lib)
+    x = np.random.default_rng(4).random(SHAPE, dtype=np.float32)
+    np.testing.assert_array_equal(first.run(None, {"x": x})[0], second.run(None, {"x": x})[0])
+    # onnxruntime refuses one domain twice in one session: registering it twice in one SessionOptions
+    with pytest.raises(Exception, match="Domain already set in registry"):
+        session(path, lib, lib)
+    np.testing.assert_array_equal(first.run(None, {"x": x})[0], second.run(None, {"x": x})[0])
+
+
+def test_two_different_libraries_run_in_one_session(exported):
+    (cnn_lib, cnn_path), (head_lib, head_path) = exported
+    cnn, top = onnx.load(str(cnn_path)), onnx.compose.add_prefix(onnx.load(str(head_path)), "head/")
+    assert evokernel_nodes(cnn)[0].domain != evokernel_nodes(top)[0].domain
+    assert {n.op_type for n in evokernel_nodes(cnn)} & {n.op_type for n in evokernel_nodes(top)}  # softmax_0 in both
+    both = onnx.compose.merge_models(cnn, top, io_map=[("y", "head/x")])
+    x = np.random.default_rng(5).random(SHAPE, dtype=np.float32)
+    expected = reference(head(), x=reference(small_cnn(), x=x))
+    np.testing.assert_allclose(session(both, cnn_lib, head_lib).run(None, {"x": x})[0], expected,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_the_library_exports_only_its_entry_points(exported):
+    (lib, _), (head_lib, _) = exported
+    for path, name in ((lib, "evokernel_ort"), (head_lib, "head_ort")):
+        table = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True)
+        assert {line.split()[-1] for line in table.stdout.splitlines()} == {"RegisterCustomOps",
+                                                                           f"{name}_set_num_threads"}
+    set_threads = ctypes.CDLL(str(lib)).evokernel_ort_set_num_threads
+    set_threads(2)
+    assert set_threads(0) == 2
+
+
+class _ApiBase(ctypes.Structure):
+    _fields_ = [("get_api", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)),
+                ("get_version_string", ctypes.CFUNCTYPE(ctypes.c_void_p))]
+
+
+def _onnxruntime_library() -> Path:
+    found = sorted((Path(ort.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    if not found:
+        pytest.skip("this onnxruntime package ships no libonnxruntime.so to call the C API with")
+    return found[0]
+
+
+def test_registration_fails_cleanly_where_the_api_version_is_missing(exported):
+    (lib, _), _ = exported
+    runtime = ctypes.CDLL(str(_onnxruntime_library()))
+    runtime.OrtGetApiBase.restype = ctypes.POINTER(_ApiBase)
+    real = runtime.OrtGetApiBase().contents.get_api
+    version = ctypes.create_string_buffer(b"1.15.0")
+    asked = []
+
+    def older(available):  # an OrtApiBase of a runtime that gives API versions up to `available`
+        def get_api(v):
+            asked.append(v)
+            return real(v) if v <= available else None
+        return _ApiBase(_ApiBase._fields_[0][1](get_api), _ApiBase._fields_[1][1](lambda: ctypes.addressof(version)))
+
+    register = ctypes.CDLL(str(lib)).RegisterCustomOps
+    register.restype, register.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.POINTER(_ApiBase)]
+    base = older(15)
+    status = register(None, ctypes.byref(base))  # no session options needed: it fails before using them
+    api = ctypes.cast(real(1), ctypes.POINTER(ctypes.c_void_p))
+    message = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(api[2])(status).decode()  # GetErrorMessage
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(api[93])(status)  # ReleaseStatus
+    assert asked == [16, 1]
+    assert "C API version 16" in message and "ONNX Runtime 1.15.0 does not provide it" in message
+    asked.clear()
+    base = older(0)  # not even version 1: nothing to report with, nothing registered
+    assert register(None, ctypes.byref(base)) is None and asked == [16, 1]
+
+
+def test_bad_arguments_are_export_errors(tuned, tmp_path):
+    cnn, _ = tuned
+    with pytest.raises(ek.ExportError, match="pass an ek.TunedModel .* got list"):
+        ek.export_onnxruntime(cnn.kernels, tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ek.ExportError, match="cannot write to"):
+        ek.export_onnxruntime(cnn, tmp_path / "file")
+    with pytest.raises(ek.ExportError, match="the library name must be a C identifier"):
+        ek.export_onnxruntime(cnn, tmp_path, name="my-lib")
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_a_float64_kernel_is_an_export_error(make_cache, tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "double", [x], [y])
+    net = ek.tune_model(helper.make_model(graph), budget=1, evaluator="local", cache_dir=make_cache("f64"),
+                        progress=False)
+    with pytest.raises(ek.ExportError, match=r"relu\(shape=2x8,dtype=float64\) computes float64: .* float32"):
+        ek.export_onnxruntime(net, tmp_path)

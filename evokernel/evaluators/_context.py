@@ -71,7 +71,8 @@ class Context:
         specs = (*self.operator.inputs, self.operator.output)
         rtol, atol = self.operator.tolerance
         return Task(str(self.runtime) if here else "", self.threads, [s.shape for s in specs],
-                    [s.dtype for s in specs], self.inputs, self.reference, rtol, atol, jit_call=self.target.is_gpu)
+                    [s.dtype for s in specs], self.inputs, self.reference, rtol, atol, jit_call=self.target.is_gpu,
+                    movable=not self.target.is_gpu)
 
     def link(self, artifact: Artifact) -> Path:
         return link_kernel(artifact.object_bytes, self.runtime, self.native_dir, self.target.string)

@@ -20,6 +20,8 @@ say nothing about the target's speed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import resource
 import select
@@ -117,7 +119,8 @@ class EmulatedProcess:
     startup_timeout = 120.0
 
     def __init__(self, task: Task, target: Target, emulator: Sequence[str], directory: Path):
-        self.task, self.target, self.emulator = task, target, tuple(emulator)
+        self.task = dataclasses.replace(task, movable=False)  # the harness holds the inputs
+        self.target, self.emulator = target, tuple(emulator)
         self.harness = harness_program(target.string, directory)
         if len(task.shapes) > 16:  # MAX_BUFFERS in _harness.c
             raise TargetError(f"the kernel harness takes 16 arrays at most, this kernel has {len(task.shapes)}")

@@ -145,11 +145,14 @@ class Evaluator:
     def retime(self, genomes: list[Genome], rounds: int = 3) -> dict[str, Result]:
         """Time candidates again, side by side (interleaved rounds), so that a lucky
         sample does not pick the winner; returns the combined result per genome key
-        (median over every round's samples)."""
+        (median over every round's samples, on its slowest placement: placements
+        the search did not use)."""
         samples: dict[str, list[float]] = {g.key: [] for g in genomes}
+        places: dict[str, list[int]] = {g.key: [] for g in genomes}
         failed: dict[str, Result] = {}
         contended: set[str] = set()
         protocol = self.settings.protocol
+        protocol = dataclasses.replace(protocol, placement_seed=protocol.placement_seed + 1)
         timeout = max(self.settings.min_run_timeout, 200 * (self.best or 1.0))
         with self.activity:
             for _ in range(rounds):
@@ -167,9 +170,11 @@ class Evaluator:
                         contended.add(key)
                     if m.outcome is Outcome.OK:
                         samples[key] += m.times
+                        places[key] += m.placements or [0] * len(m.times)
                     else:
                         failed[key] = _result(key, m, 0.0)
-        out = {k: _result(k, Measurement(Outcome.OK, tuple(v)), 0.0) for k, v in samples.items() if v}
+        out = {k: _result(k, Measurement(Outcome.OK, tuple(v), placements=tuple(places[k])), 0.0)
+               for k, v in samples.items() if v}
         return {k: dataclasses.replace(r, contended=k in contended) for k, r in {**out, **failed}.items()}
 
     def close(self) -> None:
@@ -183,7 +188,7 @@ def _result(key: str, m: Measurement, build_seconds: float) -> Result:
     if m.outcome is not Outcome.OK:
         return Result(key, m.outcome, max_error=m.max_error, message=m.message, build_seconds=build_seconds)
     times = np.asarray(m.times)
-    median = float(np.median(times))
+    median = m.time()
     q75, q25 = np.percentile(times, [75, 25])
     return Result(key, Outcome.OK, median, float((q75 - q25) / median) if median > 0 else 0.0,
                   len(times), m.max_error, m.message, build_seconds)

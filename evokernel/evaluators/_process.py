@@ -74,7 +74,8 @@ class WorkerProcess:
         except (EOFError, OSError):
             return Measurement(Outcome.RUN_CRASH, message=self._death())
         return Measurement(Outcome(payload["outcome"]), tuple(payload["times"]),
-                           payload["max_error"], payload["message"], payload.get("overhead", 0.0))
+                           payload["max_error"], payload["message"], payload.get("overhead", 0.0),
+                           tuple(payload.get("placements", ())))
 
     def retask(self, task: Task) -> None:
         """Work on ``task`` from now on: in the same process while it is alive (no

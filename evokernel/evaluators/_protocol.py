@@ -5,7 +5,7 @@ timed, the same for every runner (``run_one``), and what one measurement gives.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,7 +26,13 @@ class Protocol:
     alone, and one whose fastest of the first ``screen_calls`` warm calls is
     ``screen_factor`` times slower by those calls (it will not win; the search only
     needs its rank). One call is not enough to judge: on this kind of shared VM the
-    first calls after an idle moment often run 1.3-2x slower than the rest."""
+    first calls after an idle moment often run 1.3-2x slower than the rest.
+
+    A kernel is timed on ``placements`` copies of its inputs and output, each at
+    its own offset from a page boundary (drawn with ``placement_seed``), and its
+    time is that of its slowest placement: a schedule that is fast only where its
+    arrays happen to sit does not win. Retiming the finalists draws placements
+    the search never used."""
 
     warmup: int = 0
     min_calls: int = 3
@@ -35,6 +41,8 @@ class Protocol:
     slow_factor: float = 5.0
     screen_factor: float = 1.5
     screen_calls: int = 3
+    placements: int = 2
+    placement_seed: int = 0
 
 
 #: Timed by the check call alone: a baseline that takes seconds a call (the
@@ -46,13 +54,24 @@ CHECK_ONLY = Protocol(max_calls=0)
 class Measurement:
     """One kernel checked and timed: ``overhead`` is the seconds spent around the
     kernel's calls (the output buffer, the check against the reference), which grow
-    with the operator's size, not with its schedule."""
+    with the operator's size, not with its schedule; ``placements`` gives the
+    placement each of ``times`` was measured on (empty: all on one)."""
 
     outcome: Outcome
     times: tuple[float, ...] = ()
     max_error: float | None = None
     message: str = ""
     overhead: float = 0.0
+    placements: tuple[int, ...] = ()
+
+    def time(self) -> float:
+        """The kernel's time: the median of its slowest placement."""
+        if not self.placements:
+            return float(np.median(self.times))
+        groups: dict[int, list[float]] = {}
+        for where, t in zip(self.placements, self.times):
+            groups.setdefault(where, []).append(t)
+        return max(float(np.median(g)) for g in groups.values())
 
 
 @dataclass
@@ -68,6 +87,40 @@ class Task:
     rtol: float
     atol: float
     jit_call: bool = False  # GPU targets: an untimed first call compiles the kernels in the driver
+    movable: bool = True  # whether the kernel may be timed on copies of the inputs (not on a GPU or in a harness)
+    _placed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def placed(self, count: int, seed: int) -> list[list[np.ndarray]]:
+        """``count`` placements of the inputs and an output: fresh copies, each array
+        starting at its own element offset below a page (drawn with ``seed``). Kept
+        for the next kernel; one set at a time."""
+        if (count, seed) not in self._placed:
+            self._placed.clear()
+            rng = np.random.default_rng(seed)
+            output = np.zeros(self.shapes[-1], self.dtypes[-1])
+            self._placed[count, seed] = [[_at_offset(a, rng) for a in (*self.inputs, output)] for _ in range(count)]
+        return self._placed[count, seed]
+
+    def __getstate__(self) -> dict:
+        """Placements stay in their process: a copy elsewhere would sit at other offsets."""
+        return {**self.__dict__, "_placed": {}}
+
+
+#: Largest task (inputs and output, bytes) timed on copies: beyond, copies cost more memory than they tell.
+MOVABLE_BYTES = 256 << 20
+PAGE = 4096
+
+
+def _at_offset(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``array`` in fresh memory, starting ``k`` elements past a page boundary
+    for a random ``k`` below a page."""
+    itemsize = array.dtype.itemsize
+    offset = int(rng.integers(0, PAGE // itemsize))
+    raw = np.empty(array.size + offset + 2 * PAGE // itemsize, array.dtype)
+    start = (-raw.ctypes.data % PAGE) // itemsize + offset
+    copy = raw[start:start + array.size].reshape(array.shape)
+    copy[...] = array
+    return copy
 
 
 #: Elements compared at a time: blocks that stay in cache make the check of a large
@@ -124,15 +177,37 @@ def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measu
         return Measurement(Outcome.OK, (check_seconds,), error, "timed once: slower than the cut-off", overhead)
     if protocol.max_calls < 1:
         return Measurement(Outcome.OK, (check_seconds,), error, "timed by its check call", overhead)
+    places = _placements(task, protocol, arrays)
     if protocol.warmup:
-        kernel.time(arrays, protocol.warmup)
+        kernel.time(places[0], protocol.warmup)
     screening = best is not None
     first = max(1, min(protocol.max_calls, protocol.screen_calls)) if screening else 1
-    measured = list(kernel.time(arrays, first))
+    measured = list(kernel.time(places[0], first))
     if screening and min(measured) > protocol.screen_factor * best:
         return Measurement(Outcome.OK, tuple(measured), error, "screened: slower than the best", overhead)
-    while len(measured) < protocol.max_calls and (
-            len(measured) < protocol.min_calls or sum(measured) < protocol.min_time):
-        batch = max(protocol.min_calls - len(measured), len(measured))  # doubling, once past min_calls
-        measured += list(kernel.time(arrays, min(protocol.max_calls - len(measured), batch)))
-    return Measurement(Outcome.OK, tuple(measured), error, overhead=overhead)
+    times, where = [], []
+    for i, place in enumerate(places):
+        share = _timed(kernel, place, protocol, len(places), measured if i == 0 else [])
+        times += share
+        where += [i] * len(share)
+    return Measurement(Outcome.OK, tuple(times), error, overhead=overhead,
+                       placements=tuple(where) if len(places) > 1 else ())
+
+
+def _placements(task: Task, protocol: Protocol, arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Where the kernel is timed: the protocol's placements, or the checked arrays."""
+    count = min(protocol.placements, protocol.max_calls)  # every placement gets a call at least
+    if count < 2 or not task.movable or sum(a.nbytes for a in arrays) * count > MOVABLE_BYTES:
+        return [arrays]
+    return task.placed(count, protocol.placement_seed)
+
+
+def _timed(kernel, arrays, protocol: Protocol, shares: int, measured: list[float]) -> list[float]:
+    """``measured`` extended with batches of calls until this placement's share of
+    the protocol's calls and time is measured (doubling, once past its minimum)."""
+    least = max(min(2, protocol.min_calls), -(-protocol.min_calls // shares))
+    most = max(1, protocol.max_calls // shares)
+    while len(measured) < most and (len(measured) < least or sum(measured) < protocol.min_time / shares):
+        batch = max(least - len(measured), len(measured))
+        measured += list(kernel.time(arrays, min(most - len(measured), batch)))
+    return measured

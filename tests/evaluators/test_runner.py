@@ -59,6 +59,13 @@ KERNELS = {
     "error": "int evokernel_kernel_argv(void **args) {"
              "  (void)args; halide_error(0, \"Input buffer x is accessed out of bounds (test)\"); return -7; }",
     "no_entry": "int some_other_function(void) { return 0; }",
+    # fast only where its input sits near a page boundary: spins 1000 rounds per float past it
+    "placed": "int evokernel_kernel_argv(void **args) {"
+              "  buffer_t *in = args[0], *out = args[1]; const float *x = (const float *)in->host;"
+              "  float *y = (float *)out->host; volatile unsigned long n = 0;"
+              "  for (unsigned long i = 0; i < 1000 * (((uintptr_t)x % 4096) / 4); i++) n++;"
+              "  for (int i = 0; i < count(out); i++) y[i] = x[i];"
+              "  return 0; }",
 }
 
 
@@ -286,3 +293,32 @@ def test_an_unlinkable_candidate_is_compile_error(monkeypatch, tmp_path):
         evaluator.close()
     assert result.outcome is Outcome.COMPILE_ERROR
     assert "no C compiler" in result.message
+
+
+def test_placements_are_fresh_copies_at_their_own_page_offsets(runner):
+    task = runner.task
+    placed = task.placed(3, seed=5)
+    assert placed is task.placed(3, seed=5), "kept for the next kernel"
+    offsets = {a.ctypes.data % 4096 for place in placed for a in place}
+    assert len(offsets) == 6
+    for x, out in placed:
+        np.testing.assert_array_equal(x, task.inputs[0])
+        assert not np.shares_memory(x, task.inputs[0]) and out.shape == (SIZE,)
+    assert task.placed(3, seed=6)[0][0].ctypes.data % 4096 not in offsets
+
+
+def test_a_kernel_fast_only_at_some_placements_gets_its_slowest_time(runner, libraries):
+    """The "placed" kernel spins in proportion to its input's offset in its page: the
+    placement furthest from a page boundary sets its time."""
+    def gap(seed):  # bytes between the furthest input from its page start and the next
+        offsets = sorted(x.ctypes.data % 4096 for x, _ in runner.task.placed(3, seed))
+        return offsets[2] - offsets[1]
+
+    seed = next(s for s in range(200) if gap(s) > 1500)
+    protocol = Protocol(min_calls=30, max_calls=60, min_time=0.0, placements=3, placement_seed=seed)
+    m = runner.measure(libraries["placed"], FUNCTION, protocol, None, 30.0)
+    assert m.outcome is Outcome.OK and sorted(set(m.placements)) == [0, 1, 2]
+    offsets = [x.ctypes.data % 4096 for x, _ in runner.task.placed(3, seed)]
+    medians = [float(np.median([t for t, p in zip(m.times, m.placements) if p == i])) for i in range(3)]
+    assert int(np.argmax(medians)) == int(np.argmax(offsets))
+    assert m.time() == max(medians) > 1.5 * sorted(medians)[1]

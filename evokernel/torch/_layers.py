@@ -56,6 +56,8 @@ def find_layers(gm: fx.GraphModule) -> tuple[list[Layer], dict[str, str]]:
             skipped[_name(node)] = str(why)
             continue
         if layer is not None:
+            if any(other.name == layer.name for other in layers):  # a module called twice
+                layer.name = f"{layer.name} ({node.name})"
             layers.append(layer)
             taken.update(layer.nodes)
     return layers, skipped

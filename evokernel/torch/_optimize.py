@@ -12,6 +12,8 @@ model's buffers (batch-norm statistics) as they are.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections import Counter
 
@@ -79,7 +81,7 @@ def optimize(model, example_input, budget="10m", target="host", seed: int | None
     gm = trace(model, inputs)
     layers, pytorch = find_layers(gm)
     if not layers:
-        kinds = ", ".join(sorted({type(m).__name__ for _, m in model.named_modules() if m is not model})) or "none"
+        kinds = ", ".join(sorted({type(m).__name__ for m in model.modules() if next(m.children(), None) is None}))
         raise ModelError(f"no layer of the model is one evokernel computes at these shapes (its modules: {kinds}"
                          + "".join(f"; {name}: {why}" for name, why in list(pytorch.items())[:5]) + ")")
     tasks = _tasks(layers)
@@ -143,8 +145,8 @@ def trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
                          "data-dependent control flow in forward is the usual cause") from error
     gm.training = model.training  # not gm.train(): that would set the model's own layers
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    try:
-        with torch.no_grad():
+    try:  # ShapeProp prints the traceback of a failing node: the error below says it once
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm, fake_mode=fake).propagate(*(fake.from_tensor(t) for t in inputs))
     except Exception as error:
         cause = error.__cause__ or error

@@ -10,6 +10,7 @@ raises ``NoGradientError`` naming the layer (kernels are inference only).
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 from typing import Optional
 
@@ -39,11 +40,22 @@ class Slot:
     def run(self, *tensors: torch.Tensor) -> torch.Tensor:
         """The kernel's output for ``tensors`` (the operator's inputs, in its order)."""
         specs = self.kernel.signature.inputs
+        if len(tensors) != len(specs):
+            raise KernelCallError(f"layer {self.layer!r} takes {len(specs)} tensors, got {len(tensors)}")
+        for tensor, spec in zip(tensors, specs):
+            self._check(tensor, spec)
         arrays = [self._contiguous(i, t).detach().numpy().reshape(spec.shape)
                   for i, (t, spec) in enumerate(zip(tensors, specs))]
         out = torch.empty(self.output_shape, dtype=torch.float32)
         self.kernel(*arrays, out=out.numpy().reshape(self.kernel.signature.output.shape))
         return out
+
+    def _check(self, tensor: torch.Tensor, spec) -> None:
+        if (tensor.device.type != "cpu" or tensor.dtype != torch.float32 or tensor.layout != torch.strided
+                or tensor.numel() != math.prod(spec.shape)):
+            raise KernelCallError(f"layer {self.layer!r}: its kernel takes {spec.name} as a CPU float32 tensor of "
+                                  f"{math.prod(spec.shape)} elements, got {tensor.dtype} of shape "
+                                  f"{tuple(tensor.shape)} on {tensor.device}")
 
     def _contiguous(self, index: int, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor``, or its contiguous copy; a weight's copy is made once per version

@@ -210,7 +210,7 @@ def test_torch_compile_traces_the_ops_into_its_graph(cnn, x):
         return gm.forward
 
     torch._dynamo.reset()
-    compiled = torch.compile(fast, backend=recording_backend)
+    compiled = torch.compile(fast, backend=recording_backend, fullgraph=True)  # no graph break
     with torch.no_grad():
         assert_close(compiled(x), model(x))
         assert_close(compiled(torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))),
@@ -318,3 +318,11 @@ def test_a_model_fx_cannot_trace_is_a_model_error():
 def test_importing_evokernel_does_not_import_torch():
     code = "import sys, evokernel as ek; assert 'torch' not in sys.modules; ek.torch; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_an_op_called_directly_on_a_wrong_tensor_says_so(cnn):
+    _, _, fast = cnn
+    with pytest.raises(ek.KernelCallError, match="layer 'softmax'.*CPU float32 tensor of 20 elements.*float64"):
+        torch.ops.evokernel.softmax(torch.ones(2, 10, dtype=torch.float64), fast.evokernel.softmax.slot_name)
+    with pytest.raises(ek.KernelCallError, match="no evokernel layer 'gone#0' is alive"):
+        torch.ops.evokernel.relu(torch.ones(3), "gone#0")

@@ -13,7 +13,7 @@ from ._progress import TuningProgress
 from ._version import __version__
 from .codegen import CompiledObject
 from .errors import (ArgumentError, BudgetError, BuildError, CacheError, ClusterError, EvokernelError, ExportError,
-                     KernelCallError, ModelError, NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError,
+                     KernelCallError, ModelError, NoGradientError, NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError,
                      TuningError, UnsupportedDtypeError, UntrustedBundleError)
 from .evaluators import Outcome, Result
 from .export import CLibrary, compile_for, export_c, export_onnxruntime, export_tengine_plugin
@@ -31,5 +31,14 @@ __all__ = [
     "store", "export", "errors", "BuildError",
     "EvokernelError", "OperatorArgumentError", "UnsupportedDtypeError", "TargetError", "KernelCallError",
     "BudgetError", "SearchSettingsError", "TuningError", "CacheError", "NotTunedError", "ArgumentError", "ClusterError",
-    "UntrustedBundleError", "prune_cache", "__version__",
+    "UntrustedBundleError", "NoGradientError", "prune_cache", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """``ek.torch``, imported on first use: ``import evokernel`` does not import PyTorch."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,3 +81,9 @@ class ModelError(EvokernelError, ValueError):
     """A network cannot be imported or run as asked: a missing or corrupt ONNX file,
     an unsupported opset or data type, an input shape that does not fit the graph,
     a dynamic dimension without ``input_shapes=``, no node evokernel can compute."""
+
+
+class NoGradientError(EvokernelError, RuntimeError):
+    """A backward pass reached a layer that runs on a tuned kernel: kernels compute
+    the forward pass only (inference). Train the original module, or run the
+    optimized one under ``torch.no_grad()``."""

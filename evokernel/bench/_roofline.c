@@ -5,6 +5,7 @@
  * on every operation, so the compiler cannot drop any. */
 #include <pthread.h>
 #include <stddef.h>
+#include <time.h>
 
 #if defined(__AVX512F__)
 #define VBYTES 64
@@ -68,41 +69,53 @@ struct job {
     long count; /* iterations, or passes */
     const char *data;
     long bytes;
-    double seed, result;
+    double seed, result, cpu_seconds;
 };
+
+static double thread_cpu_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
 
 static void *work(void *arg) {
     struct job *j = arg;
+    double start = thread_cpu_seconds();
     if (j->kind == 0) j->result = fma_f32(j->count, j->seed);
     else if (j->kind == 1) j->result = fma_f64(j->count, j->seed);
     else j->result = read_sum((const vf *)j->data, j->bytes, j->count);
+    j->cpu_seconds = thread_cpu_seconds() - start;
     return NULL;
 }
 
-/* Run `threads` jobs at once (thread t reads data + t * bytes); returns the sum of
- * their results, or -1 if a thread could not be started. */
-static double run(int kind, int threads, long count, const char *data, long bytes) {
+/* Run `threads` jobs at once (thread t reads data + t * bytes), each thread's CPU
+ * seconds into cpu_seconds[t]; returns the sum of their results, or -1 if a thread
+ * could not be started. */
+static double run(int kind, int threads, long count, const char *data, long bytes, double *cpu_seconds) {
     struct job jobs[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     int started = 0;
     if (threads < 1 || threads > MAX_THREADS) return -1;
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (struct job){kind, count, data ? data + (size_t)t * bytes : 0, bytes, t + 1.0, 0};
+        jobs[t] = (struct job){kind, count, data ? data + (size_t)t * bytes : 0, bytes, t + 1.0, 0, 0};
         if (t > 0 && pthread_create(&ids[t], NULL, work, &jobs[t]) != 0) break;
         started = t + 1;
     }
     if (started == threads) work(&jobs[0]); /* the calling thread is thread 0 */
     double total = 0;
     for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
-    for (int t = 0; t < started; t++) total += jobs[t].result;
+    for (int t = 0; t < started; t++) {
+        total += jobs[t].result;
+        cpu_seconds[t] = jobs[t].cpu_seconds;
+    }
     return started == threads ? total : -1;
 }
 
-double roofline_fma(int float64, int threads, long iterations) {
-    return run(float64 ? 1 : 0, threads, iterations, 0, 0);
+double roofline_fma(int float64, int threads, long iterations, double *cpu_seconds) {
+    return run(float64 ? 1 : 0, threads, iterations, 0, 0, cpu_seconds);
 }
 
 /* `data` must be aligned to the vector width and hold threads * bytes bytes. */
-double roofline_read(const char *data, long bytes, int threads, long passes) {
-    return run(2, threads, passes, data, bytes);
+double roofline_read(const char *data, long bytes, int threads, long passes, double *cpu_seconds) {
+    return run(2, threads, passes, data, bytes, cpu_seconds);
 }

@@ -9,8 +9,14 @@ that, 12 chains of ``acc = acc * a + b`` in named variables; a Halide schedule w
 have to be coaxed into the same register allocation, and its compile costs more than
 ``cc`` does. The same file holds the read kernel (a sum over per-thread segments with
 8 vector accumulators). Both run on pthreads inside one ctypes call (ctypes releases
-the GIL), one thread per bench thread; every rate is the median of several repeats,
-each long enough (``MIN_TIME``) for the thread start to vanish in it.
+the GIL), one thread per bench thread. Every rate is the median of several repeats
+taken in turns, each long enough (``MIN_TIME``) for the thread start to vanish in it.
+A run lasts as long as its longest thread's CPU time (``CLOCK_THREAD_CPUTIME_ID``),
+not its wall time: on a shared machine a thread that other work preempts would
+count its wait for a CPU, and the roofline is what the machine can do, not what
+was left of it (wall time is used where there are more threads than CPUs). Where
+the threads share a level (L3, DRAM) and other work keeps them from overlapping,
+this overstates its bandwidth somewhat; on an idle machine both times agree.
 
 The working sets of the bandwidth levels come from the caches in
 ``/sys/devices/system/cpu/cpu*/cache``: their aggregate capacity over the CPUs this
@@ -23,22 +29,22 @@ arrays, each counted once (``Operator.bytes_moved``).
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..codegen import compiler, default_threads, run_tool
 from ..errors import BuildError, EvokernelError
 from ..operators import Operator
-from ._timing import SideBySide, time_side_by_side
 
 #: Seconds one timed repeat lasts at least, and repeats per rate (the median is kept).
 MIN_TIME, REPEATS = 0.03, 7
@@ -117,8 +123,9 @@ def _measure(threads: int) -> Roofline:
     capacity, source = caches(cpus)
     vector_bytes = lib.roofline_vector_bytes()
     sets = _working_sets(capacity)
-    kernels = {dtype: _fma(lib, threads, dtype, vector_bytes) for dtype in ("float32", "float64")}
-    kernels.update({level: _read(lib, threads, nbytes) for level, nbytes in sets.items()})
+    by_cpu = threads <= len(cpus)  # else threads take turns on a core, each at full speed while it runs
+    kernels = {dtype: _fma(lib, threads, dtype, vector_bytes, by_cpu) for dtype in ("float32", "float64")}
+    kernels.update({level: _read(lib, threads, nbytes, by_cpu) for level, nbytes in sets.items()})
     rates = _rates(kernels)
     info = cpuinfo()
     return Roofline(cpu=info.get("model name", "unknown CPU"), microarchitecture=microarchitecture(info),
@@ -155,58 +162,74 @@ def bound(op: Operator, roofline: Roofline) -> tuple[float, str, str]:
 
 # -- the measurements ---------------------------------------------------------------
 
-def _fma(lib, threads: int, dtype: str, vector_bytes: int):
-    """The FMA chains on all threads: a run of ``units`` and the flops of one unit."""
+@dataclass(frozen=True)
+class _Kernel:
+    """One roofline kernel on all threads: ``call(units, cpu_seconds)`` runs ``units``
+    of it (each thread's CPU seconds into the array), ``work`` per thread and unit
+    (flops or bytes). ``by_cpu_time``: its seconds are the longest thread's CPU time
+    (what the run would have lasted had no thread waited for a CPU), else wall time."""
+
+    call: Callable
+    threads: int
+    work: float
+    by_cpu_time: bool
+
+    def run(self, units: int) -> tuple[float, list[float]]:
+        """Wall seconds of ``units``, and each thread's CPU seconds."""
+        cpu = (ctypes.c_double * self.threads)()
+        start = time.perf_counter()
+        if self.call(units, cpu) < 0:
+            raise EvokernelError("the roofline kernels could not start their threads")
+        return time.perf_counter() - start, list(cpu)
+
+    def rate(self, units: int) -> float:
+        """Work per second of one run of ``units``."""
+        wall, cpu = self.run(units)
+        seconds = max(cpu) if self.by_cpu_time and min(cpu) > 0 else wall
+        return self.threads * self.work * units / seconds
+
+
+def _fma(lib, threads: int, dtype: str, vector_bytes: int, by_cpu_time: bool) -> _Kernel:
+    """The FMA chains; a unit is ``FMA_UNIT`` iterations."""
     lanes = vector_bytes // np.dtype(dtype).itemsize
-
-    def run(units: int) -> None:
-        _started(lib.roofline_fma(int(dtype == "float64"), threads, units * FMA_UNIT))
-
-    return run, FMA_UNIT * lib.roofline_chains() * lanes * 2 * threads
+    float64 = int(dtype == "float64")
+    return _Kernel(lambda units, cpu: lib.roofline_fma(float64, threads, units * FMA_UNIT, cpu), threads,
+                   FMA_UNIT * lib.roofline_chains() * lanes * 2, by_cpu_time)
 
 
-def _read(lib, threads: int, total_bytes: int):
-    """Reading ``total_bytes`` split over the threads: a run of ``units`` passes, the bytes of one."""
+def _read(lib, threads: int, total_bytes: int, by_cpu_time: bool) -> _Kernel:
+    """Reading ``total_bytes`` split over the threads; a unit is one pass."""
     per_thread = max(512, total_bytes // threads // 512 * 512)
     data = np.empty(per_thread * threads + 64, np.uint8)
     offset = (-data.ctypes.data) % 64
     data[offset:offset + per_thread * threads].view(np.float32).fill(1.0)  # touched: no shared zero pages
     address = data.ctypes.data + offset
 
-    def run(passes: int) -> None:
-        data  # keeps the buffer alive as long as the run
-        _started(lib.roofline_read(address, per_thread, threads, passes))
+    def call(passes: int, cpu, _keep=data) -> float:  # the default keeps the buffer alive with the kernel
+        return lib.roofline_read(address, per_thread, threads, passes, cpu)
 
-    return run, per_thread * threads
-
-
-def _started(result: float) -> None:
-    if result < 0:
-        raise EvokernelError("the roofline kernels could not start their threads")
+    return _Kernel(call, threads, per_thread, by_cpu_time)
 
 
-def _rates(kernels: dict) -> dict[str, float]:
-    """Work per second of each ``name: (run, work per unit)``: runs of as many units as
-    last ``MIN_TIME``, timed side by side (interleaved, so all see the same noise),
-    the median of ``REPEATS``."""
-    calls, work = {}, {}
-    for name, (run, per_unit) in kernels.items():
-        units = _units(run, MIN_TIME)
-        calls[name], work[name] = functools.partial(run, units), per_unit * units
-    timings = time_side_by_side(calls, SideBySide(rounds=REPEATS, min_time=MIN_TIME / 2))
-    return {name: work[name] / timings[name].median for name in calls}
+def _rates(kernels: dict[str, _Kernel]) -> dict[str, float]:
+    """Work per second of each kernel: the median of ``REPEATS`` runs of as many units
+    as last ``MIN_TIME``, taken in turns (the order rotating), so all see the same noise."""
+    units = {name: _units(kernel, MIN_TIME) for name, kernel in kernels.items()}
+    names, samples = list(kernels), {name: [] for name in kernels}
+    for r in range(REPEATS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(kernels[name].rate(units[name]))
+    return {name: statistics.median(rates) for name, rates in samples.items()}
 
 
-def _units(run, min_time: float, paces: int = 3) -> int:
+def _units(kernel: _Kernel, min_time: float, paces: int = 3) -> int:
     """Units a run needs to last ``min_time`` at the fastest pace seen in at least
     ``paces`` runs (after one warm-up): runs grow, at most 10x a step, until one is
     long enough at that pace. A run slowed by other work cannot end the search early."""
-    run(1)
+    kernel.run(1)
     units, seen, pace = 1, 0, float("inf")
     while True:
-        start = time.perf_counter()
-        run(units)
-        pace, seen = min(pace, (time.perf_counter() - start) / units), seen + 1
+        pace, seen = min(pace, kernel.run(units)[0] / units), seen + 1
         if units * pace >= min_time and seen >= paces:
             return units
         units = min(10 * units, max(units, math.ceil(1.2 * min_time / pace)))
@@ -327,9 +350,10 @@ def _library() -> ctypes.CDLL:
         else:
             raise BuildError("cannot compile the roofline kernels:\n" + "\n".join(errors))
         loaded = ctypes.CDLL(str(lib))  # stays mapped once the directory is gone
-    loaded.roofline_fma.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    seconds = ctypes.POINTER(ctypes.c_double)
+    loaded.roofline_fma.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, seconds]
     loaded.roofline_fma.restype = ctypes.c_double
-    loaded.roofline_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_long]
+    loaded.roofline_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_long, seconds]
     loaded.roofline_read.restype = ctypes.c_double
     return loaded
 

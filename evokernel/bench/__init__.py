@@ -4,6 +4,10 @@ PyTorch, every output checked, every method timed the same way in one process.
 
     evokernel bench --budget 3m                    # the default suite, into ./evokernel-bench/
     python -m evokernel.bench --only gemm-1024,conv2d --search both
+    evokernel bench --roofline                     # this machine's peak and bandwidths alone
+
+Every run also measures this machine's roofline (``measure``) and states each
+kernel's speed as a fraction of it (``bound``).
 
 From Python (tiny shapes, a budget of evaluations):
 
@@ -21,9 +25,11 @@ from ._autoschedule import AUTOSCHEDULERS, Compiled, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
 from ._cli import main
 from ._report import markdown, write
+from ._roofline import Roofline, bound, measure
 from ._run import Config, run
 from ._suite import SHAPES, SUITE, SUITES, Case, select
 from ._timing import SideBySide, Timing, time_side_by_side
 
 __all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "SUITES", "select", "SideBySide", "Timing", "time_side_by_side",
-           "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write"]
+           "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write",
+           "Roofline", "measure", "bound"]

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from ..errors import EvokernelError
 from ._report import markdown, write
+from ._roofline import measure
 from ._run import STRATEGIES, Config, run
 from ._suite import SUITES, select
 
@@ -37,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="ga, random, or both (same budget each; reports the search curves)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     parser.add_argument("--evaluator", default="ray", choices=["ray", "local", "inline"])
+    parser.add_argument("--roofline", action="store_true",
+                        help="only measure and print this machine's roofline (peak FMA throughput, read bandwidth "
+                             "per memory level), which every bench run measures and reports beside its times")
     args = parser.parse_args(argv)
+    if args.roofline:
+        return _print_roofline()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         config = Config(budget=args.budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
@@ -50,4 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     paths = write(results, args.out)
     print(markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _print_roofline() -> int:
+    try:
+        roofline = measure()
+    except EvokernelError as error:
+        print(f"evokernel bench: error: {error}", file=sys.stderr)
+        return 2
+    print(roofline)
+    print(f"measured in {roofline.seconds:.1f} s; cache capacities ({roofline.cache_source}): "
+          + ", ".join(f"{level} {nbytes / 2**20:g} MiB" for level, nbytes in roofline.capacity_bytes.items()))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ._roofline import Roofline
+
 STATUS_TEXT = {"failed": "failed", "wrong": "wrong result", "skipped": "–"}
 
 
@@ -23,13 +25,43 @@ def _methods_table(results: dict) -> list[str]:
              f"evokernel budget {c.get('budget', '?')} per operator ({c.get('evaluator', '?')} evaluator, "
              f"seed {c.get('seed', '?')}). Medians per call, side by side in one process; in brackets each "
              "method's time over evokernel's (above 1×: evokernel is faster). Every output was checked "
-             "against the NumPy reference before timing.", "",
-             "| operator | " + " | ".join(names) + " | evokernel rate |",
-             "|---|" + "---:|" * (len(names) + 1)]
+             "against the NumPy reference before timing.", *_roofline_text(m), "",
+             "| operator | " + " | ".join(names) + " | evokernel rate | evokernel % of roofline (compute\\|memory) "
+             "| best other % of roofline |",
+             "|---|" + "---:|" * (len(names) + 3)]
     for op in ops:
         cells = [_cell(op["methods"].get(name)) for name in names]
-        lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} |")
+        lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} | {_roof(op)} | {_peer(op)} |")
     return lines
+
+
+def _roofline_text(machine: dict) -> list[str]:
+    """The machine's roofline, as measured in the run, and how the table uses it."""
+    if not machine.get("roofline"):
+        return []
+    return ["", f"Roofline measured in the same run: {Roofline.from_dict(machine['roofline'])}. "
+                "An operator's roofline time is the longer of its flops at the peak of its dtype and its bytes "
+                "(each array once) at the bandwidth of the smallest level that holds them; % of roofline is "
+                "that time over the method's."]
+
+
+def _roof(op: dict) -> str:
+    roof = op.get("roofline") or {}
+    if roof.get("evokernel") is None:
+        return "–"
+    where = "compute" if roof["bound"] == "compute" else f"memory, {roof['level']}"
+    return f"{_percent(roof['evokernel'])} ({where})"
+
+
+def _peer(op: dict) -> str:
+    roof = op.get("roofline") or {}
+    if roof.get("best_peer") is None:
+        return "–"
+    return f"{roof['best_peer']} {_percent(roof['best_peer_fraction'])}"
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction:.0%}" if fraction >= 0.1 else f"{fraction:.1%}"
 
 
 def _targets_table(ops: list[dict]) -> list[str]:

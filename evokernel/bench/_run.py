@@ -36,6 +36,7 @@ from ..tuner import tune
 from ._autoschedule import AUTOSCHEDULERS, compile_isolated
 from ._baselines import numpy_baseline, torch_baseline
 from ._halide import HalideMethods
+from ._roofline import Roofline, bound, cpuinfo, measure
 from ._suite import Case
 from ._timing import SideBySide, Timing, time_side_by_side
 
@@ -90,7 +91,8 @@ def run(cases: Sequence[Case], config: Config = Config(),
     afresh with exactly its budget and leaves the user's cache alone."""
     threads = config.threads or default_threads()
     target = Target.parse(config.target)
-    header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads),
+    roofline = measure(threads)  # before any tuning starts processes that would share the cores
+    header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads, roofline),
               "config": {"budget": str(config.budget), "seed": config.seed, "search": config.search,
                          "evaluator": config.evaluator, "target": target.string,
                          "protocol": dataclasses.asdict(config.protocol)}}
@@ -98,33 +100,31 @@ def run(cases: Sequence[Case], config: Config = Config(),
         cache = resolve_cache_dir(config.cache_dir or tmp)
         results = {**header, "operators": []}
         for case in cases:
-            results["operators"].append(_bench_case(case, config, target, threads, cache))
+            results["operators"].append(_bench_case(case, config, target, threads, cache, roofline))
             if on_case is not None:
                 on_case(results)
         return results
 
 
-def machine(threads: int) -> dict:
-    """What the numbers were measured on."""
+def machine(threads: int, roofline: Roofline | None = None) -> dict:
+    """What the numbers were measured on (and, given it, the machine's roofline)."""
     from importlib import metadata
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    info = cpuinfo()
     versions = {}
     for package in ("halide", "numpy", "torch"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            **versions}
+    described = {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+                 "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(), **versions}
+    if roofline is not None:
+        described.update(microarchitecture=roofline.microarchitecture, roofline=roofline.to_dict())
+    return described
 
 
-def _bench_case(case: Case, config: Config, target: Target, threads: int, cache: Path) -> dict:
+def _bench_case(case: Case, config: Config, target: Target, threads: int, cache: Path, roofline: Roofline) -> dict:
     op = case.operator
     log.info("%s: %s", case.name, op.key)
     inputs = op.random_inputs(np.random.default_rng(config.seed))
@@ -147,7 +147,8 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
     _ratios(methods)
     return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
-            "flops": int(op.flops), "bytes": int(op.bytes_moved), "methods": methods, "search": search,
+            "flops": int(op.flops), "bytes": int(op.bytes_moved), "roofline": _roofline(op, roofline, methods),
+            "methods": methods, "search": search,
             "targets": targets(case, methods, config.autoschedulers, search.get("ga"), Budget.parse(config.budget))}
 
 
@@ -298,6 +299,23 @@ def _ratios(methods: dict[str, dict]) -> None:
     for entry in methods.values():
         if base and "median_ms" in entry:
             entry["ratio_to_evokernel"] = entry["median_ms"] / base
+
+
+def _roofline(op: Operator, roofline: Roofline, methods: dict[str, dict]) -> dict:
+    """The operator's roofline time, and each timed method's fraction of it (the
+    roofline time over its own: 1 is as fast as this machine allows); for the row,
+    evokernel's fraction (the GA's, else random search's) and the best other method's."""
+    seconds, kind, level = bound(op, roofline)
+    for entry in methods.values():
+        if entry.get("median_ms"):
+            entry["roofline_fraction"] = seconds / (entry["median_ms"] / 1e3)
+    ours = next((methods[n]["roofline_fraction"] for n in EVOKERNEL.values()
+                 if "roofline_fraction" in methods.get(n, {})), None)
+    peers = {n: m["roofline_fraction"] for n, m in methods.items()
+             if n not in EVOKERNEL.values() and "roofline_fraction" in m}
+    peer = max(peers, key=peers.get, default=None)
+    return {"seconds": seconds, "bound": kind, "level": level, "evokernel": ours, "best_peer": peer,
+            "best_peer_fraction": peers.get(peer)}
 
 
 def _curve(stats) -> dict:

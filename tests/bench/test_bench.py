@@ -4,6 +4,7 @@ autoscheduler child processes, real tuning (a few evaluations) and real timing."
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -93,11 +94,13 @@ def test_report_structure(results, tmp_path):
     assert [op["name"] for op in data["operators"]] == ["tiny-gemm", "tiny-conv"]
     table = (tmp_path / "bench.md").read_text().splitlines()
     header = next(line for line in table if line.startswith("| operator"))
-    assert [c.strip() for c in header.strip("|").split("|")] == [
+    assert [c.strip() for c in re.split(r"(?<!\\)\|", header.strip("|"))] == [
         "operator", "unscheduled", "Mullapudi2016", "Adams2019", "evokernel", "numpy", "broken", "raising",
-        "sleepy", "evokernel rate"]
+        "sleepy", "evokernel rate", "evokernel % of roofline (compute\\|memory)", "best other % of roofline"]
     row = next(line for line in table if line.startswith("| tiny-gemm"))
     assert "failed" in row and "wrong result" in row and "(1.00×)" in row and "GFLOP/s" in row
+    assert re.search(r"% \((compute|memory, \w+)\) \| \w+ [\d.]+% \|$", row), row
+    assert data["machine"]["roofline"]["peak_gflops"]["float32"] > 0
 
 
 def test_targets_follow_the_ratios(results):

@@ -77,7 +77,8 @@ def test_seeds_go_first():
     assert [g for g, _ in history] == [found[3], found[0], found[1]]
 
 
-@pytest.mark.parametrize("name, evaluations", [("relu-tiny", 40), ("matmul-tiny", 30)])
+@pytest.mark.parametrize("name, evaluations", [("relu-tiny", 40),
+                                               pytest.param("matmul-tiny", 30, marks=pytest.mark.slow)])
 def test_no_genome_is_evaluated_twice(name, evaluations):
     """Small spaces make repeats likely; duplicate rejection must still hold."""
     history, clock, _, _ = run_evolve(OPS[name], Budget(evaluations=evaluations), seed=3)
@@ -132,7 +133,7 @@ def test_time_budget_ends_the_search():
 
 def test_random_strategy_evaluates_only_fresh_random_genomes():
     """Random search: no templates, no seeds, no repeats, the budget exactly."""
-    op = OPS["matmul"]
+    op = OPS["relu"]
     settings = SearchSettings(mu=4, lambda_=4, strategy="random")
     history, clock, batches, space = run_evolve(op, Budget(evaluations=9), seed=3, settings=settings,
                                                 seeds=templates(space_of(op)))

@@ -1,6 +1,7 @@
 """Which nodes of a traced module a kernel computes, and as which operator:
-Conv2d (with the ReLU or ReLU6 that alone reads its output fused into it, as the
-ONNX importer fuses them; grouped and depthwise too), Linear, MaxPool2d,
+Conv2d (with the eval-mode BatchNorm2d that alone reads its output folded into it,
+and the ReLU or ReLU6 that alone reads the result fused, as ONNX exporters and the
+ONNX importer do; grouped and depthwise too), Linear, MaxPool2d,
 AvgPool2d, AdaptiveAvgPool2d with windows that tile the input, ReLU and Softmax
 over the last dimension; modules and their functional forms. Everything else, and
 every layer a kernel cannot compute exactly as PyTorch does, stays PyTorch's.
@@ -26,7 +27,8 @@ from ..operators import Operator
 class Layer:
     """Nodes of the graph computed as one kernel: ``nodes[0]`` reads ``input``,
     ``nodes[-1]`` gives the result. ``module`` holds the weight (and bias) the
-    kernel reads; ``fallback`` computes the same with PyTorch, step by step."""
+    kernel reads, ``norm`` the batch norm folded into it; ``fallback`` computes the
+    same with PyTorch, step by step."""
 
     name: str
     kind: str
@@ -37,6 +39,7 @@ class Layer:
     fallback: tuple[Callable, ...]
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    norm: nn.BatchNorm2d | None = None
 
 
 class _Skip(Exception):
@@ -109,11 +112,12 @@ def _params(module: nn.Module) -> None:
             raise _Skip(f"its {name} is {p.dtype} on {p.device} (float32 on the CPU is computed)")
 
 
-def _make(name, kind, operator, nodes, input_node, module, fallback, input_shape) -> Layer:
+def _make(name, kind, operator, nodes, input_node, module, fallback, input_shape, norm=None) -> Layer:
     expected = _meta(nodes[-1])
     if math.prod(operator.output.shape) != math.prod(expected):
         raise _Skip(f"the kernel's output {operator.output.shape} differs from PyTorch's {expected}")
-    return Layer(name, kind, operator, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected)
+    return Layer(name, kind, operator, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected,
+                 norm)
 
 
 # -- activations --------------------------------------------------------------------
@@ -170,16 +174,54 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d) -> Layer:
         raise _Skip(f"padding_mode={module.padding_mode!r} (zero padding is computed)")
     _params(module)
     nodes, fallback, activation = [node], [module], None
-    fused = _sole_activation(gm, node)
+    norm = _sole_norm(gm, node)
+    if norm is not None:
+        nodes.append(norm[0])
+        fallback.append(norm[1])
+    fused = _sole_activation(gm, nodes[-1])
     if fused is not None:
         user, activation, step = fused
         nodes.append(user)
         fallback.append(step)
     operator = ops.conv2d(n, c, h, w, module.out_channels, k=module.kernel_size, stride=module.stride,
                           pad=_padding(module), dilation=module.dilation, groups=module.groups,
-                          bias=module.bias is not None, activation=activation)
+                          bias=module.bias is not None or norm is not None, activation=activation)
     name = "+".join(_name(m) for m in nodes)
-    return _make(name, "conv2d", operator, nodes, source, module, fallback, shape)
+    return _make(name, "conv2d", operator, nodes, source, module, fallback, shape,
+                 norm[1] if norm else None)
+
+
+def _sole_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, nn.BatchNorm2d] | None:
+    """The batch-norm node that alone reads ``node``'s output, and its module, if
+    it can be folded into the conv; None otherwise."""
+    if len(node.users) != 1:
+        return None
+    (user,) = node.users
+    if user.op != "call_module" or user.args != (node,) or user.kwargs:
+        return None
+    module = gm.get_submodule(user.target)
+    if type(module) is not nn.BatchNorm2d or _unfoldable(module) is not None:
+        return None
+    return user, module
+
+
+def _unfoldable(module: nn.BatchNorm2d) -> str | None:
+    """Why the batch norm cannot be folded into a conv; None if it can."""
+    if module.training:
+        return "batch norm in training mode (it normalizes by each batch's statistics; in eval mode it is folded)"
+    if not module.track_running_stats or module.running_mean is None or module.running_var is None:
+        return "batch norm without running statistics (it normalizes by each batch's statistics)"
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        t = getattr(module, name)
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return f"batch norm whose {name} is {t.dtype} on {t.device} (float32 on the CPU is folded)"
+    return None
+
+
+def _norm_module(gm: fx.GraphModule, node: fx.Node, module: nn.BatchNorm2d) -> Layer:
+    """A batch norm not folded into the conv before it: it stays PyTorch's."""
+    raise _Skip(_unfoldable(module) or "batch norm not after a Conv2d whose output it alone reads (only such a "
+                "batch norm is folded, into that conv)")
 
 
 def _padding(module: nn.Conv2d) -> tuple[int, int]:
@@ -281,4 +323,4 @@ def _relu_module(gm: fx.GraphModule, node: fx.Node, module) -> Layer:
 
 _MODULES = {nn.Conv2d: _conv, nn.Linear: _linear, nn.MaxPool2d: _max_pool, nn.AvgPool2d: _avg_pool,
             nn.AdaptiveAvgPool2d: _adaptive_avg_pool, nn.ReLU: _relu_module, nn.ReLU6: _relu_module,
-            nn.Softmax: _softmax_module}
+            nn.Softmax: _softmax_module, nn.BatchNorm2d: _norm_module}

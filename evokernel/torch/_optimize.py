@@ -52,8 +52,9 @@ def optimize(model, example_input, budget="10m", target="host", seed: int | None
              progress=None) -> fx.GraphModule:
     """``model`` with tuned kernels for every layer they compute, as a module.
 
-    Conv2d (with the ReLU/ReLU6 that alone reads its output; grouped and depthwise
-    too), Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU and Softmax over
+    Conv2d (with the eval-mode BatchNorm2d that alone reads its output folded into
+    it, and the ReLU/ReLU6 that alone reads the result; grouped and depthwise too),
+    Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU and Softmax over
     the last dimension, as modules or functions, at the shapes of ``example_input``
     (a tensor, or a tuple of the forward's tensors) get a kernel each, tuned under
     one ``budget`` shared among the distinct ones; the other arguments are

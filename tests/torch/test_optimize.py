@@ -17,21 +17,27 @@ from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import evokernel as ek  # noqa: E402
+from evokernel.torch._call import fold  # noqa: E402
 from evokernel.torch._layers import find_layers  # noqa: E402
 from evokernel.torch._optimize import trace  # noqa: E402
 
 SHAPE = (2, 3, 16, 16)
 KINDS = {"conv2d", "linear", "pool2d", "relu", "softmax"}
+TUNED = ["conv2d", "conv2d", "conv2d", "pool2d", "pool2d", "relu", "linear", "softmax"]  # the ops one call runs
 
 
 class SmallCNN(nn.Module):
-    """conv+ReLU, max pooling, a depthwise conv with a functional ReLU, a residual
-    add, a standalone ReLU, global average pooling, a linear layer, a softmax."""
+    """conv+ReLU beside conv+batch norm+ReLU (the same kernel once folded), max
+    pooling, a depthwise conv with a functional ReLU, a residual add, a standalone
+    ReLU, global average pooling, a linear layer, a softmax."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu2 = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
         self.gap = nn.AdaptiveAvgPool2d(1)
@@ -39,7 +45,7 @@ class SmallCNN(nn.Module):
         self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, x):
-        y = self.pool(self.relu1(self.conv1(x)))
+        y = self.pool(self.relu1(self.conv1(x)) + self.relu2(self.bn(self.conv2(x))))
         z = torch.relu(F.relu(self.dw(y)) + y)
         return self.softmax(self.fc(torch.flatten(self.gap(z), 1)))
 
@@ -59,6 +65,15 @@ class OpLog(TorchDispatchMode):
         return [n for n in self.names if n.startswith("evokernel::")]
 
 
+def randomize(bn: nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(0.2, 3)
+        if bn.affine:
+            bn.weight.normal_(1, 0.5)
+            bn.bias.normal_(0, 0.5)
+
+
 def snapshot(model: nn.Module) -> dict:
     return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "repr": repr(model),
             "attributes": sorted(vars(model)), "modules": [(n, type(m)) for n, m in model.named_modules()],
@@ -68,9 +83,11 @@ def snapshot(model: nn.Module) -> dict:
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory):
     """The CNN, a snapshot of it before optimizing, and the optimized module
-    (2 evaluations for each of its 7 distinct operators)."""
+    (2 evaluations for each of its 7 distinct operators); its batch norm has
+    statistics and an affine transform far from the identity."""
     torch.manual_seed(0)
     model = SmallCNN().eval()
+    randomize(model.bn)
     before = snapshot(model)
     cache = tmp_path_factory.mktemp("torch-cache")
     cache.chmod(0o700)
@@ -92,13 +109,15 @@ def assert_close(actual, expected):
 
 def test_every_layer_runs_on_its_kernel_and_equals_the_original(cnn, x):
     model, _, fast = cnn
-    assert set(fast.evokernel.layers) == {"conv1+relu1", "pool", "dw+relu", "relu_1", "gap", "fc", "softmax"}
+    assert set(fast.evokernel.layers) == {"conv1+relu1", "conv2+bn+relu2", "pool", "dw+relu", "relu_1", "gap",
+                                          "fc", "softmax"}
+    assert fast.evokernel.layers["conv2+bn+relu2"] == fast.evokernel.layers["conv1+relu1"]  # bias=True once folded
     assert not fast.evokernel.failed and not fast.evokernel.pytorch
     with OpLog() as log:
         y = fast(x)
-    assert sorted(log.evokernel()) == sorted(f"evokernel::{k}" for k in
-                                             ["conv2d", "conv2d", "pool2d", "pool2d", "relu", "linear", "softmax"])
-    assert not any(n.startswith(("aten::convolution", "aten::max_pool", "aten::_softmax")) for n in log.names)
+    assert sorted(log.evokernel()) == sorted(f"evokernel::{k}" for k in TUNED)
+    assert not any(n.startswith(("aten::convolution", "aten::max_pool", "aten::_softmax")) or "batch_norm" in n
+                   for n in log.names)
     assert_close(y, model(x))
 
 
@@ -122,7 +141,7 @@ def test_an_input_it_was_not_tuned_for_runs_pytorchs_layers(cnn, x, change):
     assert_close(y, model(other))
     if change == "shape":  # every layer sees another shape
         assert log.evokernel() == []
-    elif change == "non-contiguous":  # the first conv sees the strided input; its output is contiguous again
+    elif change == "non-contiguous":  # the first convs see the strided input; their output is contiguous again
         assert sorted(log.evokernel()) == sorted(f"evokernel::{k}" for k in
                                                  ["conv2d", "pool2d", "pool2d", "relu", "linear", "softmax"])
     else:  # PyTorch's layers keep channels-last strides until the global pooling
@@ -176,6 +195,46 @@ def test_a_weight_in_another_layout_is_copied_once_per_version(cnn, x):
     assert slot.copies[1][2] is not copied  # redone after the update
 
 
+def test_the_folded_batch_norm_is_refolded_only_after_a_change(cnn, x):
+    model, fast = copy.deepcopy((cnn[0], cnn[2]))
+    call = fast.evokernel.conv2_bn_relu2
+    with torch.no_grad():
+        before = fast(x)
+        folded = call._folded[2]
+        fast(x)
+        assert call._folded[2] is folded  # not redone on every call
+        model.bn.running_var.mul_(4)
+        with OpLog() as log:
+            after = fast(x)
+        assert log.evokernel().count("evokernel::conv2d") == 3 and call._folded[2] is not folded
+        assert not torch.allclose(before, after)
+        assert_close(after, model(x))
+        model.conv2.weight.mul_(-1)
+        assert_close(fast(x), model(x))
+
+
+def test_a_batch_norm_put_in_training_mode_runs_the_original_layers(cnn, x):
+    model, fast = copy.deepcopy((cnn[0], cnn[2]))
+    model.train()  # the optimized module shares the batch norm
+    with torch.no_grad(), OpLog() as log:
+        y = fast(x)
+    assert log.evokernel().count("evokernel::conv2d") == 2 and any("batch_norm" in n for n in log.names)
+    with torch.no_grad():
+        assert_close(y, model(x))
+        model.eval()  # folded again, with the statistics the training-mode calls updated
+        assert_close(fast(x), model(x))
+
+
+@pytest.mark.parametrize("affine, bias", [(False, False), (True, True)])
+def test_folding_equals_the_conv_then_the_batch_norm(affine, bias):
+    conv, bn = nn.Conv2d(4, 6, 3, bias=bias, groups=2), nn.BatchNorm2d(6, affine=affine).eval()
+    randomize(bn)
+    x = torch.randn(2, 4, 8, 8)
+    weight, shift = fold(conv.weight, conv.bias, bn)
+    with torch.no_grad():
+        assert_close(F.conv2d(x, weight, shift, groups=2), bn(conv(x)))
+
+
 def test_the_users_module_is_unchanged(cnn, x):
     model, before, fast = cnn
     after = snapshot(model)
@@ -192,9 +251,7 @@ def test_opcheck_passes_on_every_op(cnn):
     _, _, fast = cnn
     seen = set()
     for call in fast.evokernel.children():
-        args = [torch.randn(call.input_shape)]
-        if call._layer is not None:
-            args += [call._layer.weight.detach(), call._layer.bias.detach()]
+        args = [torch.randn(call.input_shape), *(t.detach() for t in call.weights())]
         results = torch.library.opcheck(call._op, (*args, call.slot_name))
         assert set(results.values()) == {"SUCCESS"}, (call.layer_name, results)
         seen.add(call.kind)
@@ -216,8 +273,7 @@ def test_torch_compile_traces_the_ops_into_its_graph(cnn, x):
         assert_close(compiled(torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))),
                      model(torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))))
     tuned, other = ([str(n.target) for n in g.graph.nodes if n.op == "call_function"] for g in graphs)
-    assert sorted(t for t in tuned if t.startswith("evokernel.")) == sorted(
-        f"evokernel.{k}.default" for k in ["conv2d", "conv2d", "pool2d", "pool2d", "relu", "linear", "softmax"])
+    assert sorted(t for t in tuned if t.startswith("evokernel.")) == sorted(f"evokernel.{k}.default" for k in TUNED)
     assert not any(t.startswith("evokernel.") for t in other)  # recompiled for the other shape: PyTorch's layers
 
 
@@ -229,7 +285,7 @@ def test_torch_compile_with_inductor_equals_the_original(cnn, x):
     with torch.no_grad(), OpLog() as log:
         y = compiled(x)
     assert_close(y, model(x))
-    assert len(log.evokernel()) == 7
+    assert len(log.evokernel()) == len(TUNED)
 
 
 def test_a_compiled_module_also_refuses_backward(cnn, x):
@@ -244,7 +300,7 @@ def test_torch_export_keeps_the_ops(cnn, x):
     model, _, fast = cnn
     exported = torch.export.export(fast, (x,))
     ops = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
-    assert sum(t.startswith("evokernel.") for t in ops) == 7
+    assert sum(t.startswith("evokernel.") for t in ops) == len(TUNED)
     assert_close(exported.module()(x), model(x))
 
 
@@ -270,6 +326,28 @@ def test_an_activation_is_fused_only_into_the_conv_whose_output_it_alone_reads()
     assert set(layers) == {"conv", "act"} and "activation=None" in layers["conv"]
     fused, _ = mapped(nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU6()), torch.randn(1, 4, 8, 8))
     assert set(fused) == {"0+1"} and "activation=relu6" in fused["0+1"]
+
+
+def test_only_an_eval_mode_batch_norm_that_alone_reads_a_conv_is_folded():
+    class TwoReaders(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4).eval()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    x, conv = torch.randn(1, 4, 8, 8), lambda: nn.Conv2d(4, 4, 3, bias=False)
+    folded, _ = mapped(nn.Sequential(conv(), nn.BatchNorm2d(4, affine=False), nn.ReLU6()).eval(), x)
+    assert set(folded) == {"0+1+2"} and "bias=True,activation=relu6" in folded["0+1+2"]
+    training, skipped = mapped(nn.Sequential(conv(), nn.BatchNorm2d(4), nn.ReLU()).train(), x)
+    assert set(training) == {"0", "2"} and "bias=False,activation=None" in training["0"]
+    assert "training mode" in skipped["1"]
+    _, skipped = mapped(nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval(), x)
+    assert "without running statistics" in skipped["1"]
+    layers, skipped = mapped(TwoReaders(), x)
+    assert set(layers) == {"conv"} and "alone reads" in skipped["bn"]
 
 
 def test_layers_a_kernel_cannot_compute_exactly_stay_pytorchs():

@@ -12,9 +12,10 @@ from . import errors, evaluators, export, models, operators, search, store
 from ._progress import TuningProgress
 from ._version import __version__
 from .codegen import CompiledObject
+from ._threads import thread_advice
 from .errors import (ArgumentError, BudgetError, BuildError, CacheError, ClusterError, EvokernelError, ExportError,
-                     KernelCallError, ModelError, NoGradientError, NotTunedError, OperatorArgumentError, SearchSettingsError, TargetError,
-                     TuningError, UnsupportedDtypeError, UntrustedBundleError)
+                     KernelCallError, ModelError, NoGradientError, NotTunedError, OperatorArgumentError,
+                     SearchSettingsError, TargetError, TuningError, UnsupportedDtypeError, UntrustedBundleError)
 from .evaluators import Outcome, Result
 from .export import CLibrary, compile_for, export_c, export_onnxruntime, export_tengine_plugin
 from .genome import Genome
@@ -25,7 +26,8 @@ from .target import Target
 from .tuner import tune
 
 __all__ = [
-    "tune", "tune_model", "TunedModel", "load_model", "ModelError", "compile_for", "CompiledObject", "load", "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary",
+    "tune", "tune_model", "TunedModel", "load_model", "ModelError", "compile_for", "CompiledObject", "load",
+    "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary", "thread_advice",
     "export_tengine_plugin", "export_onnxruntime", "ExportError", "TuningProgress", "Kernel", "Target",
     "Budget", "SearchSettings", "Genome", "Outcome", "Result", "KernelMeta", "operators", "evaluators", "search",
     "store", "export", "errors", "BuildError",

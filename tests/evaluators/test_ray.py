@@ -63,7 +63,8 @@ def test_tune_on_the_local_instance_gives_a_correct_kernel(local_ray):
     assert local_ray.cluster_resources()[next(iter(runner_resources("host")))] == 1
 
 
-@pytest.mark.parametrize("op", [ek.operators.matmul(37, 53, 29), ek.operators.conv2d(2, 4, 9, 7, 4, 3, groups=2)],
+@pytest.mark.parametrize("op", [ek.operators.matmul(37, 53, 29),
+                                pytest.param(ek.operators.conv2d(2, 4, 9, 7, 4, 3, groups=2), marks=pytest.mark.slow)],
                          ids=["matmul", "conv2d"])
 def test_inline_and_ray_agree_on_correctness(local_ray, op):
     """Template genomes only: the inline evaluator runs kernels in this very process,

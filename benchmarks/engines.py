@@ -68,8 +68,9 @@ def onnxruntime_paths(name: str, x: np.ndarray, budget: str, threads: int, cache
     for label, model, extra in (("onnxruntime", path, None), ("onnxruntime + evokernel", rewritten, library)):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        if extra is not None:
+        if extra is not None:  # its idle threads must not spin while our kernels run
             options.register_custom_ops_library(str(extra))
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions[label] = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     outputs = {label: s.run(None, {"input": x})[0] for label, s in sessions.items()}
     times = {label: median_time(lambda s=s: s.run(None, {"input": x})) for label, s in sessions.items()}
@@ -108,9 +109,11 @@ def main() -> None:
     parser.add_argument("--budget", default="10m", help="tuning budget per network")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="evokernel-bench/engines.json")
+    parser.add_argument("--work", help="keep the models and the tuning cache here (a second run reuses them)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        results = {name: bench(name, args.budget, args.threads, Path(scratch) / name) for name in args.models}
+        work = Path(args.work or scratch)
+        results = {name: bench(name, args.budget, args.threads, work / name) for name in args.models}
     results["machine"] = {"cpu": cpu(), "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
                           "cores": os.cpu_count()}
     for name in args.models:

@@ -21,7 +21,6 @@ say nothing about the target's speed.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import resource
 import select

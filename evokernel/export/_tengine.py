@@ -143,6 +143,10 @@ def export_tengine_plugin(kernels, path, init: str = "evokernel_plugin_init",
     except TypeError as error:
         raise ExportError(f"path must be a file path, got {path!r}") from error
     times = _engine_times(engine_times, items)
+    if min_speedup is not None and (engine_times is None or not isinstance(min_speedup, (int, float))
+                                    or not min_speedup > 0):
+        raise ExportError(f"min_speedup must be a positive number, given with engine_times to compare with; got "
+                          f"min_speedup={min_speedup!r}" + ("" if engine_times is not None else " without them"))
     kept = [e for e in items if _kept(e, times, min_speedup)]
     report = _report(items, kept, times, min_speedup)
     if not kept:

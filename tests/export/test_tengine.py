@@ -315,6 +315,7 @@ def test_plugin_exports_only_init_release_and_kernels(kernels, plugin):
     (dict(tengine_headers=3), "directory or a list"),
     (dict(engine_times=[1.0]), "engine_times must map"),
     (dict(engine_times={"relu": 1.0}), "not exported: relu"),
+    (dict(min_speedup=1.2), "without them"),
 ])
 def test_bad_arguments_name_the_problem(kernels, tmp_path, kwargs, message):
     with pytest.raises(ek.ExportError, match=message):

@@ -68,31 +68,10 @@ def _onnx():
 def _network(model):
     """The network of ``model`` (an ``ek.TunedModel``), or ``ExportError``."""
     network = getattr(model, "network", None)
-    if network is None or not hasattr(network, "steps") or not getattr(network, "model_bytes", b""):
+    if network is None or not hasattr(network, "value_shapes") or not getattr(network, "model_bytes", b""):
         raise ExportError(f"export_onnxruntime rewrites a tuned ONNX model: pass an ek.TunedModel (from "
                           f"ek.tune_model or ek.load_model), got {type(model).__name__}")
     return network
-
-
-def _value_shapes(onnx, proto, inputs: dict) -> dict[str, tuple[int, ...]]:
-    """Every value's static shape with the graph inputs fixed to ``inputs`` (name ->
-    (shape, dtype)), the shapes the network was tuned for."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(proto)
-    for value in fixed.graph.input:
-        if value.name in inputs:
-            dims = value.type.tensor_type.shape
-            del dims.dim[:]
-            for size in inputs[value.name][0]:
-                dims.dim.add().dim_value = int(size)
-    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
-    shapes = {t.name: tuple(t.dims) for t in inferred.graph.initializer}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if tensor.HasField("shape") and None not in dims:
-            shapes[value.name] = tuple(dims)
-    return shapes
 
 
 def _node_names(nodes) -> list[str]:
@@ -156,11 +135,11 @@ def _wired_shapes(step, shapes: dict) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
-def _plan(network, proto, kernels: dict, items: dict, onnx) -> tuple[list[_Rewrite], list[_Op]]:
+def _plan(network, proto, kernels: dict, items: dict) -> tuple[list[_Rewrite], list[_Op]]:
     """One rewrite per step that has a kernel; one op per kernel and wired shapes."""
     nodes = list(proto.graph.node)
     names = _node_names(nodes)
-    shapes = _value_shapes(onnx, proto, network.inputs)
+    shapes = network.value_shapes
     ops: dict[tuple, _Op] = {}
     counts: Counter = Counter()
     rewrites = []
@@ -333,7 +312,7 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[P
     items = dict(zip(kernels, entries(list(kernels.values()), name)))
     proto = onnx.ModelProto()
     proto.ParseFromString(network.model_bytes)
-    rewrites, ops = _plan(network, proto, kernels, items, onnx)
+    rewrites, ops = _plan(network, proto, kernels, items)
     domain = _domain(name, ops)
     rewritten = _rewritten(onnx, proto, rewrites, domain)
     try:

@@ -85,6 +85,7 @@ class Network:
     constants: dict[str, np.ndarray]
     steps: list[Step]
     model_bytes: bytes = b""
+    value_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every value's static shape
     _running: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def operators(self) -> dict[str, tuple[Operator, int]]:

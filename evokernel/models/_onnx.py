@@ -62,7 +62,8 @@ def import_onnx(model, input_shapes: Mapping[str, tuple] | None = None) -> Netwo
         raise ModelError(f"no node of the model is one evokernel computes (its nodes: {kinds})")
     outputs = tuple(o.name for o in proto.graph.output)
     name = proto.graph.name or "model"
-    return Network(name, inputs, outputs, constants, steps, proto.SerializeToString())
+    return Network(name, inputs, outputs, constants, steps, proto.SerializeToString(),
+                   {value: shape for value, (shape, _) in shapes.items()})
 
 
 def _load(onnx, model):

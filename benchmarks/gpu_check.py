@@ -26,7 +26,6 @@ GPU: it compiles every method for the CUDA target and times nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -36,6 +35,9 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, however it is loaded
+from gpu_prepare import digest  # noqa: E402 - the digest the carry was written with
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
@@ -53,14 +55,6 @@ class GpuCheckError(Exception):
 
 
 # -- the carried packages -------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def unpack(carry: Path, site: Path) -> Path:
     """Check every file of the carry against its manifest and unpack it into
     ``site``: ``.tar.xz`` archives and wheels (zips) alike. Raises ``GpuCheckError``
@@ -83,7 +77,7 @@ def unpack(carry: Path, site: Path) -> Path:
         path = Path(carry) / entry["name"]
         if not path.is_file():
             raise GpuCheckError(f"{path} is missing from the carry")
-        if sha256(path) != entry["sha256"]:
+        if digest(path) != entry["sha256"]:
             raise GpuCheckError(f"{path} is damaged: its SHA-256 differs from the manifest's")
         if entry["name"].endswith(".tar.xz"):
             with tarfile.open(path, "r:xz") as archive:

@@ -7,8 +7,6 @@ the AArch64 winner, kept in the cache, exported elsewhere, never called here."""
 
 from __future__ import annotations
 
-import os
-
 import halide as hl
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ import evokernel as ek
 from evokernel.codegen import FUNCTION, build, cache_dir, default_threads
 from evokernel.evaluators import (Context, EmulatedProcess, EmulatedRunner, Outcome, Protocol, RayEvaluator, RayRunner,
                                   emulator_for, runner_resources)
+from evokernel.evaluators._cluster import LOOPBACK, loopback_only, shutdown_local_ray
 from evokernel.genome import ScheduleSpace, unscheduled
 
 N = 64
@@ -143,12 +142,13 @@ def arm_node_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    ray.shutdown()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": runner_resources(ARM)})
-    cluster.add_node(num_cpus=1, resources=runner_resources(BROKEN),
-                     env_vars={"EVOKERNEL_EMULATOR_ARM_64_LINUX": "/nonexistent/qemu-aarch64"})
-    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    shutdown_local_ray()
+    with loopback_only():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
+                                                                "resources": runner_resources(ARM)})
+        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK, resources=runner_resources(BROKEN),
+                         env_vars={"EVOKERNEL_EMULATOR_ARM_64_LINUX": "/nonexistent/qemu-aarch64"})
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     cluster.wait_for_nodes()
     try:
         yield cluster

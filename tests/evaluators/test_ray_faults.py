@@ -232,18 +232,23 @@ def _runner_workers(parent: psutil.Process) -> list[psutil.Process]:
     return out
 
 
-def test_a_stopped_runner_worker_on_ray_is_a_run_timeout_and_the_next_kernel_is_timed(cache):
-    """SIGSTOP of the worker that times kernels under the runner actor: the kernel in
-    flight is a ``run_timeout`` within its run timeout, and a fresh worker times the
-    next one."""
+def _relu_runner() -> tuple[RayRunner, object]:
+    """A Ray runner prepared for relu on 64 floats, and that operator's unscheduled artifact."""
     ek.evaluators.ensure_ray()
     op = ek.operators.relu((64,))
     target = ek.Target.parse("host")
     space = ScheduleSpace.of(op, target, default_threads())
-    context = Context(op, target, space, default_threads(), codegen.cache_dir())
     artifact = build(op, space, unscheduled(space), target)
     runner = RayRunner()
-    runner.prepare(context)
+    runner.prepare(Context(op, target, space, default_threads(), codegen.cache_dir()))
+    return runner, artifact
+
+
+def test_a_stopped_runner_worker_on_ray_is_a_run_timeout_and_the_next_kernel_is_timed(cache):
+    """SIGSTOP of the worker that times kernels under the runner actor: the kernel in
+    flight is a ``run_timeout`` within its run timeout, and a fresh worker times the
+    next one."""
+    runner, artifact = _relu_runner()
     try:
         assert runner.measure(artifact, None, 30.0, ek.evaluators.Protocol()).outcome is Outcome.OK
         (worker,) = _runner_workers(psutil.Process())
@@ -262,14 +267,7 @@ def test_a_stopped_runner_actor_is_given_up_within_the_run_timeout_and_replaced(
     """SIGSTOP of the runner actor itself: the measurement is a ``run_crash`` after
     the run timeout and the actor's allowance (not a minute later), and a new actor
     times the next kernel."""
-    ek.evaluators.ensure_ray()
-    op = ek.operators.relu((64,))
-    target = ek.Target.parse("host")
-    space = ScheduleSpace.of(op, target, default_threads())
-    context = Context(op, target, space, default_threads(), codegen.cache_dir())
-    artifact = build(op, space, unscheduled(space), target)
-    runner = RayRunner()
-    runner.prepare(context)
+    runner, artifact = _relu_runner()
     try:
         assert runner.measure(artifact, None, 30.0, ek.evaluators.Protocol()).outcome is Outcome.OK
         (worker,) = _runner_workers(psutil.Process())

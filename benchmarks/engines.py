@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from networks import MODELS, cpu, export, median_time
+from networks import MODELS, export, machine, median_time
 
 import evokernel as ek
 
@@ -114,8 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         results = {name: bench(name, args.budget, args.threads, work / name) for name in args.models}
-    results["machine"] = {"cpu": cpu(), "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
-                          "cores": os.cpu_count()}
+    results["machine"] = machine(args.threads)
     for name in args.models:
         print(table(results[name]), "\n")
     out = Path(args.out)

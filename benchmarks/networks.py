@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,11 +32,11 @@ import evokernel as ek
 MODELS = {"squeezenet": "squeezenet1_1", "resnet18": "resnet18"}
 
 
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+def machine(threads: int) -> dict:
+    """The CPU, its microarchitecture and measured roofline, and the date, as the bench states them."""
+    from evokernel import bench
+
+    return {**bench.machine(threads, bench.measure(threads)), "date": time.strftime("%Y-%m-%d")}
 
 
 def export(name: str, path: Path) -> Path:
@@ -150,8 +148,7 @@ def main() -> None:
         else:
             results = {name: bench_network(name, args.budget, args.per_operator, args.threads, work)
                        for name in args.models}
-    results["machine"] = {"cpu": cpu(), "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
-                          "cores": os.cpu_count()}
+    results["machine"] = machine(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

@@ -1,9 +1,11 @@
-"""Search efficiency, side by side: random search, the GA and the GA with its cost
-model ("ga+model"), with the same budget and seeds, on gemm 1024^3, conv2d
-1x64x56x56->64 3x3, depthwise 3x3 1x128x56x56 and softmax 1024x1000.
+"""Search efficiency, side by side: random search, the GA, the GA with its cost
+model ("ga+model") and TVM's MetaSchedule ("metaschedule": its evolutionary search
+with its XGBoost cost model, from the ``tvm`` extra), with the same budget and
+seeds, on gemm 1024^3, conv2d 1x64x56x56->64 3x3, depthwise 3x3 1x128x56x56 and
+softmax 1024x1000.
 
     python benchmarks/search_efficiency.py [--budget 120] [--seeds 0 1] [--only gemm-1024 conv2d]
-        [--strategies random ga ga+model] [--scenarios empty transfer] [--prefill 60] [--out DIR]
+        [--strategies random ga ga+model metaschedule] [--scenarios empty transfer] [--prefill 60] [--out DIR]
 
 Two scenarios: ``empty`` (every run starts from empty records) and ``transfer``
 (every run starts from records of other shapes of the same family, made first by
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import evokernel as ek
+from evokernel.bench import SideBySide, time_side_by_side
+from evokernel.bench import _metaschedule
 from evokernel.search import ModelGuidedSearch, create_strategy
 from evokernel.store import MemoryRecords
 
@@ -97,6 +101,35 @@ def run(name: str, strategy_name: str, seed: int, seconds: float, evaluator: str
     return out
 
 
+def failed(name: str, strategy: str, seed: int, error: str) -> dict:
+    """A run's row before (or without) a kernel: ``error`` says why there is none."""
+    return {"operator": name, "key": OPERATORS[name]().key, "strategy": strategy, "seed": seed, "time_ms": None,
+            "best_searched_ms": None, "evaluations": 0, "history_ms": [], "history_seconds": [], "elapsed": 0.0,
+            "wall": 0.0, "rank_correlation": None, "predicted": 0, "outcomes": {}, "error": error or None}
+
+
+def run_metaschedule(name: str, seed: int, seconds: float) -> dict:
+    """MetaSchedule on ``name`` for ``seconds``, its exported kernel timed here."""
+    import numpy as np
+
+    op = OPERATORS[name]()
+    tuned = _metaschedule.tune(op, f"{seconds}s", 2, private_dir("ek-metaschedule-"), seed)
+    out = failed(name, "metaschedule", seed, tuned.error)
+    out.update(evaluations=tuned.trials, elapsed=tuned.seconds, wall=tuned.seconds)
+    if tuned.library is None:
+        return out
+    inputs = op.random_inputs(np.random.default_rng(seed))
+    timing = time_side_by_side({"metaschedule": _metaschedule.baseline(tuned.library, op, inputs, 2)}, SideBySide())
+    previous = 0
+    for at, trials, best in tuned.curve:  # one point per candidate, each round's best at the round's end
+        out["history_ms"] += [best * 1e3] * (trials - previous)
+        out["history_seconds"] += [at] * (trials - previous)
+        previous = trials
+    out.update(time_ms=timing["metaschedule"].median * 1e3,
+               best_searched_ms=min(out["history_ms"], default=None))
+    return out
+
+
 def reach(result: dict, target_ms: float) -> tuple[int | None, float | None]:
     """Evaluations and seconds ``result`` needed to reach ``target_ms`` (None: never)."""
     for i, (best, at) in enumerate(zip(result["history_ms"], result["history_seconds"] or [None] * 10**6)):
@@ -134,12 +167,16 @@ def report(results: list[dict], args, out: Path) -> str:
                 when = "never" if n is None else f"{n} evals, {at:.0f} s" if at is not None else f"{n} evals"
             rho = "-" if r["rank_correlation"] is None else f"{r['rank_correlation']:.2f} ({r['predicted']})"
             cost = f"{r['fit_seconds']:.1f} / {r['screen_seconds']:.1f}" if "fit_seconds" in r else "-"
-            lines.append(f"| {r['operator']} | {r['strategy']} | {r['seed']} | {r['time_ms']:.4g} | "
-                         f"{r['best_searched_ms']:.4g} | {r['evaluations']} | {when} | {rho} | {cost} |")
+            lines.append(f"| {r['operator']} | {r['strategy']} | {r['seed']} | {_number(r['time_ms'])} | "
+                         f"{_number(r['best_searched_ms'])} | {r['evaluations']} | {when} | {rho} | {cost} |")
         lines.append("")
     text = "\n".join(lines)
     (out / "search_efficiency.md").write_text(text)
     return text
+
+
+def _number(ms: float | None) -> str:
+    return "failed" if ms is None else f"{ms:.4g}"
 
 
 def plot(results: list[dict], args, out: Path) -> None:
@@ -172,7 +209,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of search per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", default=list(OPERATORS), choices=list(OPERATORS))
-    parser.add_argument("--strategies", nargs="+", default=["random", "ga", "ga+model"])
+    parser.add_argument("--strategies", nargs="+", default=["random", "ga", "ga+model", "metaschedule"])
     parser.add_argument("--scenarios", nargs="+", default=["empty", "transfer"], choices=["empty", "transfer"])
     parser.add_argument("--prefill", type=float, default=60.0, help="GA seconds per other shape (transfer)")
     parser.add_argument("--evaluator", default="local", help="local (default) or ray")
@@ -180,16 +217,26 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     create_strategy("ga+model")  # fails early, naming the package, when LightGBM is missing
+    if "metaschedule" in args.strategies and not _metaschedule.available():
+        parser.error("the metaschedule strategy needs TVM: pip install 'evokernel[tvm]'")
     results = []
     for scenario in args.scenarios:
         for name in args.only:
             past = prefill(name, args.prefill, args.evaluator) if scenario == "transfer" else None
             for seed in args.seeds:
                 for strategy in args.strategies:
-                    r = run(name, strategy, seed, args.budget, args.evaluator, past)
+                    if strategy == "metaschedule":
+                        if scenario != "empty":
+                            continue
+                        r = run_metaschedule(name, seed, args.budget)
+                    else:
+                        try:
+                            r = run(name, strategy, seed, args.budget, args.evaluator, past)
+                        except ek.EvokernelError as error:  # no correct candidate in the budget: say so, go on
+                            r = failed(name, strategy, seed, str(error))
                     r["scenario"] = scenario
                     results.append(r)
-                    print(f"{scenario:8} {name:10} {strategy:9} seed {seed}: kernel {r['time_ms']:.4g} ms, "
+                    print(f"{scenario:8} {name:10} {strategy:9} seed {seed}: kernel {r['time_ms']} ms, "
                           f"{r['evaluations']} evaluations, rank corr. {r['rank_correlation']}", flush=True)
                     (args.out / "search_efficiency.json").write_text(json.dumps(
                         {"machine": machine(), "budget": args.budget, "results": results}, indent=1))

@@ -17,8 +17,8 @@ From Python (tiny shapes, a budget of evaluations):
 >>> config = bench.Config(budget=3, evaluator="local", autoschedulers=(),
 ...                       protocol=bench.SideBySide(rounds=2, min_time=0.001))
 >>> results = bench.run([case], config)
->>> sorted(results["operators"][0]["methods"])[:2], results["operators"][0]["methods"]["numpy"]["status"]
-(['evokernel', 'numpy'], 'ok')
+>>> sorted(results["operators"][0]["methods"]), results["operators"][0]["methods"]["numpy"]["status"]
+(['evokernel', 'evokernel-call', 'numpy', 'torch', 'unscheduled'], 'ok')
 """
 
 from ._autoschedule import AUTOSCHEDULERS, Compiled, compile_isolated

@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..errors import EvokernelError
 from ._report import markdown, write
 from ._roofline import measure
-from ._run import STRATEGIES, Config, run
+from ._run import PEERS, STRATEGIES, Config, run
 from ._suite import SUITES, select
 
 #: Where results go without ``--out``: relative, so in the directory the command runs in.
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search", choices=list(STRATEGIES), default="ga",
                         help="ga, random, or both (same budget each; reports the search curves)")
+    parser.add_argument("--peers", default="", metavar="NAMES",
+                        help=f"other tuners given the same budget, comma-separated: {', '.join(PEERS)} (TVM's "
+                             "MetaSchedule, evolutionary search with its XGBoost cost model; needs the tvm extra)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     parser.add_argument("--evaluator", default="ray", choices=["ray", "local", "inline"])
     parser.add_argument("--roofline", action="store_true",
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return _print_roofline()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        config = Config(budget=args.budget, seed=args.seed, search=args.search, evaluator=args.evaluator)
+        config = Config(budget=args.budget, seed=args.seed, search=args.search, evaluator=args.evaluator,
+                        peers=tuple(name for name in args.peers.split(",") if name))
         if args.no_torch:
             config = replace(config, baselines={k: v for k, v in config.baselines.items() if k != "torch"})
         results = run(select(args.only, SUITES[args.suite]), config, on_case=lambda partial: write(partial, args.out))

@@ -35,6 +35,7 @@ class HalideMethods:
         self.worker = WorkerProcess(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
                                   *op.tolerance))
         self.once: dict[str, Timing] = {}
+        self.libraries: dict[str, Path] = {}  # every method that passed its check
 
     def add(self, name: str, object_bytes: bytes, entry: dict, calls: dict) -> None:
         """Link and check one method; record its fate in ``entry``, or bind it into ``calls``."""
@@ -51,12 +52,16 @@ class HalideMethods:
             entry.update(status="ok", max_error=m.max_error, check_seconds=m.times[0])
             self.once[name] = Timing(m.times[0], 0.0, 1)
         else:
-            calls[name] = self._bind(library)
+            self.libraries[name] = library
+            calls[name] = self.bind(name)
 
-    def _bind(self, library: Path) -> Callable[[], np.ndarray]:
-        kernel = NativeKernel(library, FUNCTION, self.runtime, self.shapes, self.dtypes)
-        out = np.full(self.op.output.shape, np.nan, self.op.output.dtype)
-        arrays = [*self.inputs, out]
+    def bind(self, name: str, arrays: list[np.ndarray] | None = None) -> Callable[[], np.ndarray]:
+        """A call of method ``name`` on ``arrays`` (inputs and output; by default the
+        bench's inputs and a fresh NaN-filled output)."""
+        kernel = NativeKernel(self.libraries[name], FUNCTION, self.runtime, self.shapes, self.dtypes)
+        if arrays is None:
+            arrays = [*self.inputs, np.full(self.op.output.shape, np.nan, self.op.output.dtype)]
+        out = arrays[-1]
 
         def call() -> np.ndarray:
             kernel(arrays)

@@ -14,7 +14,7 @@ def markdown(results: dict) -> str:
     """The side-by-side table (median per call and ratio to evokernel per method),
     then the targets and, when GA and random search both ran, the search efficiency."""
     ops = results["operators"]
-    return "\n".join(_methods_table(results) + _targets_table(ops) + _search_table(ops)) + "\n"
+    return "\n".join(_methods_table(results) + _targets_table(ops) + _search_table(ops) + _peers_table(ops)) + "\n"
 
 
 def _methods_table(results: dict) -> list[str]:
@@ -25,13 +25,17 @@ def _methods_table(results: dict) -> list[str]:
              f"evokernel budget {c.get('budget', '?')} per operator ({c.get('evaluator', '?')} evaluator, "
              f"seed {c.get('seed', '?')}). Medians per call, side by side in one process; in brackets each "
              "method's time over evokernel's (above 1×: evokernel is faster). Every output was checked "
-             "against the NumPy reference before timing.", *_roofline_text(m), "",
+             "against the NumPy reference before timing. evokernel-call is the same kernel as evokernel "
+             "through its public Python call; the spread over placements is evokernel's slowest median over "
+             "its fastest on copies of its arrays at other offsets from a page boundary.",
+             *_roofline_text(m), "",
              "| operator | " + " | ".join(names) + " | evokernel rate | evokernel % of roofline (compute\\|memory) "
-             "| best other % of roofline |",
-             "|---|" + "---:|" * (len(names) + 3)]
+             "| best other % of roofline | evokernel spread over placements |",
+             "|---|" + "---:|" * (len(names) + 4)]
     for op in ops:
         cells = [_cell(op["methods"].get(name)) for name in names]
-        lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} | {_roof(op)} | {_peer(op)} |")
+        lines.append(f"| {op['title']} | " + " | ".join(cells) + f" | {_rate(op)} | {_roof(op)} | {_peer(op)} | "
+                     f"{_placements(op)} |")
     return lines
 
 
@@ -51,6 +55,14 @@ def _roof(op: dict) -> str:
         return "–"
     where = "compute" if roof["bound"] == "compute" else f"memory, {roof['level']}"
     return f"{_percent(roof['evokernel'])} ({where})"
+
+
+def _placements(op: dict) -> str:
+    """evokernel's spread over placements of its arrays, and its median on the slowest."""
+    entry = op["methods"].get("evokernel", {})
+    if "placement_spread" not in entry:
+        return "–"
+    return f"{_percent(entry['placement_spread'])} (slowest {_ms(max(entry['placement_ms']))})"
 
 
 def _peer(op: dict) -> str:
@@ -88,6 +100,22 @@ def _search_table(ops: list[dict]) -> list[str]:
         lines.append(f"| {op['title']} | {_ms(ga['best_ms'])} | {_ms(rnd['best_ms'])} | "
                      f"{rnd['best_ms'] / ga['best_ms']:.2f}× | {ga['evaluations']} | {rnd['evaluations']} | "
                      f"{_to_match(ga['history_ms'], rnd['best_ms'])} |")
+    return lines
+
+
+def _peers_table(ops: list[dict]) -> list[str]:
+    """Other tuners beside evokernel's GA: how many candidates each measured in the
+    same budget, and the best time its own measurements found."""
+    rows = [(op, name, entry) for op in ops for name, entry in op["methods"].items() if entry.get("kind") == "peer"]
+    if not rows:
+        return []
+    lines = ["", "Other tuners, same budget: candidates measured, best time by their own measurement, and "
+                 "evokernel's GA beside them.", "",
+             "| operator | tuner | candidates | its best | GA evaluations | GA best |", "|---|---|---:|---:|---:|---:|"]
+    for op, name, entry in rows:
+        peer, ga = op.get("search", {}).get(name, {}), op.get("search", {}).get("ga", {})
+        lines.append(f"| {op['title']} | {name} | {entry.get('trials', 0)} | {_ms(peer.get('best_ms'))} | "
+                     f"{ga.get('evaluations', '–')} | {_ms(ga.get('best_ms'))} |")
     return lines
 
 
@@ -168,7 +196,8 @@ def _search_plot(plt, ops: list[dict], path: Path) -> Path:
     for row, op in zip(axes, ops):
         for strategy, curve in op["search"].items():
             best = [float("nan") if t is None else t for t in curve["history_ms"]]
-            row[0].plot(range(1, len(best) + 1), best, label=strategy, drawstyle="steps-post")
+            evaluations = curve.get("history_evaluations") or range(1, len(best) + 1)  # a peer's: per round
+            row[0].plot(evaluations, best, label=strategy, drawstyle="steps-post")
             if curve.get("history_seconds"):
                 row[1].plot(curve["history_seconds"], best, label=strategy, drawstyle="steps-post")
         row[0].set_title(f"{op['title']}: best vs evaluations", fontsize="small")

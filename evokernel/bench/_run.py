@@ -27,13 +27,14 @@ import numpy as np
 
 from ..errors import EvokernelError
 from ..codegen import cache_dir as resolve_cache_dir
-from ..codegen import default_threads
+from ..codegen import default_threads, page_aligned
 from ..evaluators import check, shutdown_local_ray
 from ..operators import Operator
 from ..search import Budget
 from ..target import Target
 from ..tuner import tune
 from ._autoschedule import AUTOSCHEDULERS, compile_isolated
+from . import _metaschedule
 from ._baselines import numpy_baseline, torch_baseline
 from ._halide import HalideMethods
 from ._roofline import Roofline, bound, cpuinfo, measure
@@ -45,6 +46,8 @@ log = logging.getLogger("evokernel.bench")
 STRATEGIES = {"ga": ("ga",), "random": ("random",), "both": ("ga", "random")}
 #: The table's method for each search strategy; ``evokernel`` (the GA) is what ratios are relative to.
 EVOKERNEL = {"ga": "evokernel", "random": "evokernel-random"}
+#: Other tuners that search with the same budget, each in a child process.
+PEERS = ("metaschedule",)
 Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object] | None"]
 
 
@@ -52,10 +55,13 @@ Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object]
 class Config:
     """How to run the suite. ``budget`` is per operator and per search strategy;
     ``autoscheduler_params`` adds parameters per autoscheduler (``parallelism`` is
-    always the thread count); ``baselines`` maps a method name to a factory
+    always the thread count); ``peers`` are other tuners given the same budget
+    (``"metaschedule"``: TVM's, from the ``tvm`` extra); ``baselines`` maps a method name to a factory
     ``(op, inputs, threads) -> call | None``; a Halide-compiled kernel's check call,
     in a killable worker, may take ``call_timeout`` seconds (an unscheduled softmax
-    takes many minutes: it is reported as ``failed: run_timeout``)."""
+    takes many minutes: it is reported as ``failed: run_timeout``); evokernel's
+    kernel is also timed on ``placements`` other copies of its arrays (each at its
+    own offset from a page boundary), for the spread of its time over placements."""
 
     budget: "str | int" = "3m"
     seed: int = 0
@@ -66,10 +72,12 @@ class Config:
     autoschedulers: tuple[str, ...] = AUTOSCHEDULERS
     autoscheduler_params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     autoschedule_timeout: float = 900.0
+    peers: tuple[str, ...] = ()
     baselines: Mapping[str, Baseline] = field(
         default_factory=lambda: {"numpy": numpy_baseline, "torch": torch_baseline})
     protocol: SideBySide = field(default_factory=SideBySide)
     call_timeout: float = 120.0
+    placements: int = 5
     cache_dir: "str | Path | None" = None
 
     def __post_init__(self) -> None:
@@ -81,6 +89,11 @@ class Config:
         if unknown:
             raise EvokernelError(f"unknown autoscheduler(s) {', '.join(unknown)}; Halide ships: "
                                  f"{', '.join(AUTOSCHEDULERS)}")
+        unknown = [name for name in self.peers if name not in PEERS]
+        if unknown:
+            raise EvokernelError(f"unknown peer(s) {', '.join(unknown)}; choose from: {', '.join(PEERS)}")
+        if "metaschedule" in self.peers and not _metaschedule.available():
+            raise EvokernelError("the metaschedule peer needs TVM: pip install 'evokernel[tvm]'")
 
 
 def run(cases: Sequence[Case], config: Config = Config(),
@@ -139,12 +152,15 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
     finally:
         halide.close()
     shutdown_local_ray()  # its idle processes would share the cores with the kernels being timed
+    _peers(case.name, op, config, inputs, threads, cache, methods, calls, search)
     _libraries(op, config, inputs, threads, methods, calls)
     once = _check_all(case.name, op, reference, methods, calls, config.protocol.max_seconds)
     timings = {**time_side_by_side(calls, config.protocol), **once, **halide.once}
     for name, timing in timings.items():
         methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
+    if EVOKERNEL["ga"] in calls and config.placements > 1:
+        methods[EVOKERNEL["ga"]].update(_placement_spread(halide, EVOKERNEL["ga"], inputs, config))
     _ratios(methods)
     return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
             "flops": int(op.flops), "bytes": int(op.bytes_moved), "roofline": _roofline(op, roofline, methods),
@@ -182,8 +198,53 @@ def _tuned(label: str, op: Operator, config: Config, target: Target, threads: in
             continue
         methods[name]["schedule"] = kernel.schedule
         halide.add(name, kernel.object_bytes, methods[name], calls)
+        if name in calls:  # the same kernel through its public call, as a user calls it
+            methods[f"{name}-call"] = {"kind": "evokernel", "budget": str(config.budget)}
+            calls[f"{name}-call"] = _public_call(kernel, halide.inputs)
         search[strategy] = _curve(kernel.stats)
     return search
+
+
+def _peers(label: str, op: Operator, config: Config, inputs: list, threads: int, cache: Path, methods: dict,
+           calls: dict, search: dict) -> None:
+    """Other tuners, each with the same budget as evokernel's search; their search
+    curves go beside evokernel's."""
+    for name in config.peers:
+        tuned = _metaschedule.tune(op, config.budget, threads, cache / f"{name}-{op.key}", config.seed)
+        methods[name] = {"kind": "peer", "budget": str(config.budget), "trials": tuned.trials,
+                         "tuning_seconds": tuned.seconds}
+        if tuned.library is None:
+            methods[name].update(status="failed", error=tuned.error)
+            log.warning("%s: %s failed: %s", label, name, tuned.error)
+            continue
+        log.info("%s: %s measured %d candidates in %.0f s", label, name, tuned.trials, tuned.seconds)
+        calls[name] = _metaschedule.baseline(tuned.library, op, inputs, threads)
+        search[name] = {"best_ms": tuned.curve[-1][2] * 1e3 if tuned.curve else None, "evaluations": tuned.trials,
+                        "history_ms": [best * 1e3 for _, _, best in tuned.curve],
+                        "history_seconds": [at for at, _, _ in tuned.curve],
+                        "history_evaluations": [trials for _, trials, _ in tuned.curve]}
+
+
+def _public_call(kernel, inputs: list) -> Callable[[], np.ndarray]:
+    out = np.full(kernel.signature.output.shape, np.nan, kernel.signature.output.dtype)
+    return lambda: kernel(*inputs, out=out)
+
+
+def _placement_spread(halide: HalideMethods, name: str, inputs: list, config: Config) -> dict:
+    """Method ``name`` timed side by side on ``config.placements`` copies of its
+    arrays, each starting at its own random offset from a page boundary: the median
+    per placement, and their spread (slowest over fastest, minus 1)."""
+    rng = np.random.default_rng(config.seed)
+    output = np.zeros(halide.op.output.shape, halide.op.output.dtype)
+    calls = {}
+    for i in range(config.placements):
+        arrays = []
+        for array in (*inputs, output):
+            arrays.append(page_aligned(array.shape, array.dtype, int(rng.integers(0, 4096 // array.itemsize))))
+            arrays[-1][...] = array
+        calls[f"placement {i}"] = halide.bind(name, arrays)
+    medians = [t.median * 1e3 for t in time_side_by_side(calls, config.protocol).values()]
+    return {"placement_ms": medians, "placement_spread": max(medians) / min(medians) - 1}
 
 
 def _libraries(op: Operator, config: Config, inputs: list, threads: int, methods: dict, calls: dict) -> None:
@@ -312,7 +373,7 @@ def _roofline(op: Operator, roofline: Roofline, methods: dict[str, dict]) -> dic
     ours = next((methods[n]["roofline_fraction"] for n in EVOKERNEL.values()
                  if "roofline_fraction" in methods.get(n, {})), None)
     peers = {n: m["roofline_fraction"] for n, m in methods.items()
-             if n not in EVOKERNEL.values() and "roofline_fraction" in m}
+             if m.get("kind") != "evokernel" and "roofline_fraction" in m}
     peer = max(peers, key=peers.get, default=None)
     return {"seconds": seconds, "bound": kind, "level": level, "evokernel": ours, "best_peer": peer,
             "best_peer_fraction": peers.get(peer)}

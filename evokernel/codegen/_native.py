@@ -286,3 +286,21 @@ class NativeKernel:
                 self._fn, self._argv, len(self._buffers), calls, times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
             self._check(rc)
         return times
+
+
+#: Bytes of a memory page (the alignment of ``page_aligned``).
+PAGE = 4096
+
+
+def page_aligned(shape, dtype, offset: int = 0) -> np.ndarray:
+    """An uninitialised C-order array of ``shape`` and ``dtype`` in fresh memory,
+    starting ``offset`` elements past a page boundary.
+
+    >>> page_aligned((3, 5), np.float32).ctypes.data % 4096
+    0
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(size + offset + 2 * PAGE // dtype.itemsize, dtype)
+    start = (-raw.ctypes.data % PAGE) // dtype.itemsize + offset
+    return raw[start:start + size].reshape(shape)

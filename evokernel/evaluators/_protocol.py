@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..codegen import PAGE, page_aligned
 from ..errors import KernelRuntimeError
 from ._result import Outcome
 
@@ -108,19 +109,15 @@ class Task:
 
 #: Largest task (inputs and output, bytes) timed on copies: beyond, copies cost more memory than they tell.
 MOVABLE_BYTES = 256 << 20
-PAGE = 4096
 
 
 def _at_offset(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``array`` in fresh memory, starting ``k`` elements past a page boundary
     for a random ``k`` below a page."""
-    itemsize = array.dtype.itemsize
-    offset = int(rng.integers(0, PAGE // itemsize))
-    raw = np.empty(array.size + offset + 2 * PAGE // itemsize, array.dtype)
-    start = (-raw.ctypes.data % PAGE) // itemsize + offset
-    copy = raw[start:start + array.size].reshape(array.shape)
+    copy = page_aligned(array.shape, array.dtype, offset=int(rng.integers(0, PAGE // array.dtype.itemsize)))
     copy[...] = array
     return copy
+
 
 
 #: Elements compared at a time: blocks that stay in cache make the check of a large

@@ -62,6 +62,17 @@ def test_every_method_is_checked_then_timed(results):
             methods["unscheduled"]["median_ms"] / methods["evokernel"]["median_ms"])
 
 
+def test_evokernel_is_also_timed_through_its_public_call_and_on_other_placements(results):
+    for op in results["operators"]:
+        methods = op["methods"]
+        call, ours = methods["evokernel-call"], methods["evokernel"]
+        assert call["status"] == "ok" and call["median_ms"] > 0 and call["kind"] == "evokernel"
+        placed = ours["placement_ms"]
+        assert len(placed) == 5 and min(placed) > 0
+        assert ours["placement_spread"] == pytest.approx(max(placed) / min(placed) - 1)
+        assert op["roofline"]["best_peer"] not in ("evokernel", "evokernel-call")
+
+
 def test_wrong_or_raising_baselines_are_reported_not_timed(results):
     for op in results["operators"]:
         wrong, failed = op["methods"]["broken"], op["methods"]["raising"]
@@ -95,11 +106,12 @@ def test_report_structure(results, tmp_path):
     table = (tmp_path / "bench.md").read_text().splitlines()
     header = next(line for line in table if line.startswith("| operator"))
     assert [c.strip() for c in re.split(r"(?<!\\)\|", header.strip("|"))] == [
-        "operator", "unscheduled", "Mullapudi2016", "Adams2019", "evokernel", "numpy", "broken", "raising",
-        "sleepy", "evokernel rate", "evokernel % of roofline (compute\\|memory)", "best other % of roofline"]
+        "operator", "unscheduled", "Mullapudi2016", "Adams2019", "evokernel", "evokernel-call", "numpy", "broken",
+        "raising", "sleepy", "evokernel rate", "evokernel % of roofline (compute\\|memory)", "best other % of roofline",
+        "evokernel spread over placements"]
     row = next(line for line in table if line.startswith("| tiny-gemm"))
     assert "failed" in row and "wrong result" in row and "(1.00×)" in row and "GFLOP/s" in row
-    assert re.search(r"% \((compute|memory, \w+)\) \| \w+ [\d.]+% \|$", row), row
+    assert re.search(r"% \((compute|memory, \w+)\) \| \w+ [\d.]+% \| [\d.]+% \(slowest [\d.]+ µs\) \|$", row), row
     assert data["machine"]["roofline"]["peak_gflops"]["float32"] > 0
 
 
@@ -129,8 +141,8 @@ def test_cli_runs_a_suite_operator_with_both_searches(tmp_path, capsys, monkeypa
     (op,) = data["operators"]
     assert op["name"] == "relu" and "torch" not in op["methods"]
     statuses = {name: m["status"] for name, m in op["methods"].items()}
-    assert statuses == dict.fromkeys(["unscheduled", *bench.AUTOSCHEDULERS, "evokernel", "evokernel-random",
-                                      "numpy"], "ok")
+    assert statuses == dict.fromkeys(["unscheduled", *bench.AUTOSCHEDULERS, "evokernel", "evokernel-call",
+                                      "evokernel-random", "evokernel-random-call", "numpy"], "ok")
     for curve in op["search"].values():
         assert curve["evaluations"] == 3 and len(curve["history_ms"]) == 3
         assert all(a >= b for a, b in zip(curve["history_ms"], curve["history_ms"][1:]))  # best so far

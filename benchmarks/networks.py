@@ -101,6 +101,7 @@ def bench_network(name: str, budget: str, per_operator: str | None, threads: int
             kernel = ek.tune(op, budget=per_operator, seed=0, threads=threads, progress=False,
                              cache_dir=work / f"cache-{name}-alone")
             alone += count * kernel.stats.time
+            print(f"alone: {op.key} {kernel.stats.time * 1e3:.4g} ms x{count}", flush=True)
         result.update({"per_operator_budget": per_operator, "per_operator_tuning_seconds": time.monotonic() - started,
                        "per_operator_sum_after": alone})
     print(net.report())
@@ -141,16 +142,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="evokernel-bench/networks.json")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine(args.threads)}  # the roofline, measured before anything shares the cores
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if args.warm_start:
-            results = {"warm_start": bench_warm_start(args.warm_start, args.threads, work)}
-        else:
-            results = {name: bench_network(name, args.budget, args.per_operator, args.threads, work)
-                       for name in args.models}
-    results["machine"] = machine(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+            results["warm_start"] = bench_warm_start(args.warm_start, args.threads, work)
+        for name in [] if args.warm_start else args.models:
+            results[name] = bench_network(name, args.budget, args.per_operator, args.threads, work)
+            out.write_text(json.dumps(results, indent=1))  # each network as it is done
     out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..codegen import page_aligned
+from ..codegen import page_aligned, page_aligned_copy
 from ..operators import Add, Conv2d, FullyConnected, MatMul, Operator, Pool2d, Relu, Relu6, Softmax
 from ..search import Budget
 
@@ -91,11 +91,8 @@ def baseline(library: Path, op: Operator, inputs: Sequence[np.ndarray], threads:
     import tvm
 
     function = tvm.runtime.load_module(str(library))["main"]
-    arrays = [page_aligned(a.shape, a.dtype) for a in inputs]
-    for copy, array in zip(arrays, inputs):
-        copy[...] = array
     out = page_aligned(op.output.shape, op.output.dtype)
-    arrays = [tvm.runtime.from_dlpack(a) for a in (*arrays, out)]
+    arrays = [tvm.runtime.from_dlpack(a) for a in (*map(page_aligned_copy, inputs), out)]
 
     def call() -> np.ndarray:
         function(*arrays)

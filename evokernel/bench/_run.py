@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import EvokernelError
 from ..codegen import cache_dir as resolve_cache_dir
-from ..codegen import default_threads, page_aligned
+from ..codegen import PAGE, default_threads, page_aligned_copy
 from ..evaluators import check, shutdown_local_ray
 from ..operators import Operator
 from ..search import Budget
@@ -46,8 +46,10 @@ log = logging.getLogger("evokernel.bench")
 STRATEGIES = {"ga": ("ga",), "random": ("random",), "both": ("ga", "random")}
 #: The table's method for each search strategy; ``evokernel`` (the GA) is what ratios are relative to.
 EVOKERNEL = {"ga": "evokernel", "random": "evokernel-random"}
-#: Other tuners that search with the same budget, each in a child process.
-PEERS = ("metaschedule",)
+#: Other tuners that search with the same budget, each in a child process: name ->
+#: a module with ``available()``, ``tune(op, budget, threads, work_dir, seed)`` and
+#: ``baseline(library, op, inputs, threads)``.
+PEERS = {"metaschedule": _metaschedule}
 Baseline = Callable[[Operator, Sequence[np.ndarray], int], "Callable[[], object] | None"]
 
 
@@ -92,8 +94,9 @@ class Config:
         unknown = [name for name in self.peers if name not in PEERS]
         if unknown:
             raise EvokernelError(f"unknown peer(s) {', '.join(unknown)}; choose from: {', '.join(PEERS)}")
-        if "metaschedule" in self.peers and not _metaschedule.available():
-            raise EvokernelError("the metaschedule peer needs TVM: pip install 'evokernel[tvm]'")
+        missing = [name for name in self.peers if name in PEERS and not PEERS[name].available()]
+        if missing:
+            raise EvokernelError(f"the {', '.join(missing)} peer needs TVM: pip install 'evokernel[tvm]'")
 
 
 def run(cases: Sequence[Case], config: Config = Config(),
@@ -210,7 +213,8 @@ def _peers(label: str, op: Operator, config: Config, inputs: list, threads: int,
     """Other tuners, each with the same budget as evokernel's search; their search
     curves go beside evokernel's."""
     for name in config.peers:
-        tuned = _metaschedule.tune(op, config.budget, threads, cache / f"{name}-{op.key}", config.seed)
+        peer = PEERS[name]
+        tuned = peer.tune(op, config.budget, threads, cache / f"{name}-{op.key}", config.seed)
         methods[name] = {"kind": "peer", "budget": str(config.budget), "trials": tuned.trials,
                          "tuning_seconds": tuned.seconds}
         if tuned.library is None:
@@ -218,7 +222,7 @@ def _peers(label: str, op: Operator, config: Config, inputs: list, threads: int,
             log.warning("%s: %s failed: %s", label, name, tuned.error)
             continue
         log.info("%s: %s measured %d candidates in %.0f s", label, name, tuned.trials, tuned.seconds)
-        calls[name] = _metaschedule.baseline(tuned.library, op, inputs, threads)
+        calls[name] = peer.baseline(tuned.library, op, inputs, threads)
         search[name] = {"best_ms": tuned.curve[-1][2] * 1e3 if tuned.curve else None, "evaluations": tuned.trials,
                         "history_ms": [best * 1e3 for _, _, best in tuned.curve],
                         "history_seconds": [at for at, _, _ in tuned.curve],
@@ -238,10 +242,7 @@ def _placement_spread(halide: HalideMethods, name: str, inputs: list, config: Co
     output = np.zeros(halide.op.output.shape, halide.op.output.dtype)
     calls = {}
     for i in range(config.placements):
-        arrays = []
-        for array in (*inputs, output):
-            arrays.append(page_aligned(array.shape, array.dtype, int(rng.integers(0, 4096 // array.itemsize))))
-            arrays[-1][...] = array
+        arrays = [page_aligned_copy(a, int(rng.integers(0, PAGE // a.itemsize))) for a in (*inputs, output)]
         calls[f"placement {i}"] = halide.bind(name, arrays)
     medians = [t.median * 1e3 for t in time_side_by_side(calls, config.protocol).values()]
     return {"placement_ms": medians, "placement_spread": max(medians) / min(medians) - 1}

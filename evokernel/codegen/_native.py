@@ -304,3 +304,10 @@ def page_aligned(shape, dtype, offset: int = 0) -> np.ndarray:
     raw = np.empty(size + offset + 2 * PAGE // dtype.itemsize, dtype)
     start = (-raw.ctypes.data % PAGE) // dtype.itemsize + offset
     return raw[start:start + size].reshape(shape)
+
+
+def page_aligned_copy(array: np.ndarray, offset: int = 0) -> np.ndarray:
+    """A C-order copy of ``array`` in fresh memory, ``offset`` elements past a page boundary."""
+    copy = page_aligned(array.shape, array.dtype, offset)
+    copy[...] = array
+    return copy

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codegen import PAGE, page_aligned
+from ..codegen import PAGE, page_aligned_copy
 from ..errors import KernelRuntimeError
 from ._result import Outcome
 
@@ -114,9 +114,7 @@ MOVABLE_BYTES = 256 << 20
 def _at_offset(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``array`` in fresh memory, starting ``k`` elements past a page boundary
     for a random ``k`` below a page."""
-    copy = page_aligned(array.shape, array.dtype, offset=int(rng.integers(0, PAGE // array.dtype.itemsize)))
-    copy[...] = array
-    return copy
+    return page_aligned_copy(array, int(rng.integers(0, PAGE // array.dtype.itemsize)))
 
 
 

@@ -86,9 +86,9 @@ class Kernel:
         >>> import numpy as np, evokernel as ek
         >>> kernel = ek.tune(ek.operators.relu((4, 100)), budget=4, seed=0)
         >>> out = kernel.empty_output()
-        >>> x = np.ones((4, 100), np.float32)
-        >>> kernel(x, out=out) is out, out.ctypes.data % 4096
-        (True, 0)
+        >>> x = np.full((4, 100), -1.0, np.float32)
+        >>> kernel(x, out=out) is out, out.ctypes.data % 4096, float(out.max())
+        (True, 0, 0.0)
         """
         spec = self.signature.output
         out = page_aligned(spec.shape, spec.dtype)

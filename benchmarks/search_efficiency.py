@@ -165,6 +165,8 @@ def report(results: list[dict], args, out: Path) -> str:
             if ga is not None and ga["best_searched_ms"] is not None:
                 n, at = reach(r, ga["best_searched_ms"])
                 when = "never" if n is None else f"{n} evals, {at:.0f} s" if at is not None else f"{n} evals"
+                if r["strategy"] == "metaschedule":
+                    when += " (by its own runner's times)"
             rho = "-" if r["rank_correlation"] is None else f"{r['rank_correlation']:.2f} ({r['predicted']})"
             cost = f"{r['fit_seconds']:.1f} / {r['screen_seconds']:.1f}" if "fit_seconds" in r else "-"
             lines.append(f"| {r['operator']} | {r['strategy']} | {r['seed']} | {_number(r['time_ms'])} | "

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 import evokernel as ek
 from evokernel.bench import SideBySide, time_side_by_side
 from evokernel.bench import _metaschedule
@@ -110,8 +112,6 @@ def failed(name: str, strategy: str, seed: int, error: str) -> dict:
 
 def run_metaschedule(name: str, seed: int, seconds: float) -> dict:
     """MetaSchedule on ``name`` for ``seconds``, its exported kernel timed here."""
-    import numpy as np
-
     op = OPERATORS[name]()
     tuned = _metaschedule.tune(op, f"{seconds}s", 2, private_dir("ek-metaschedule-"), seed)
     out = failed(name, "metaschedule", seed, tuned.error)

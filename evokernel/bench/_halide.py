@@ -32,8 +32,8 @@ class HalideMethods:
         self.runtime = load_runtime(self.runtime_path, threads)
         specs = (*op.inputs, op.output)
         self.shapes, self.dtypes = [s.shape for s in specs], [s.dtype for s in specs]
-        self.worker = WorkerProcess(Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference,
-                                  *op.tolerance))
+        self.task = Task(str(self.runtime_path), threads, self.shapes, self.dtypes, inputs, reference, *op.tolerance)
+        self.worker = WorkerProcess(self.task)
         self.once: dict[str, Timing] = {}
         self.libraries: dict[str, Path] = {}  # every method that passed its check
 

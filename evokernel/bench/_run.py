@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import EvokernelError
 from ..codegen import cache_dir as resolve_cache_dir
-from ..codegen import PAGE, default_threads, page_aligned_copy
+from ..codegen import default_threads
 from ..evaluators import check, shutdown_local_ray
 from ..operators import Operator
 from ..search import Budget
@@ -163,7 +163,7 @@ def _bench_case(case: Case, config: Config, target: Target, threads: int, cache:
         methods[name].update(median_ms=timing.median * 1e3, spread=timing.spread, calls=timing.calls,
                              gflops=op.flops / timing.median / 1e9, gbps=op.bytes_moved / timing.median / 1e9)
     if EVOKERNEL["ga"] in calls and config.placements > 1:
-        methods[EVOKERNEL["ga"]].update(_placement_spread(halide, EVOKERNEL["ga"], inputs, config))
+        methods[EVOKERNEL["ga"]].update(_placement_spread(halide, EVOKERNEL["ga"], config))
     _ratios(methods)
     return {"name": case.name, "title": case.title or case.name, "key": op.key, "metric": case.metric,
             "flops": int(op.flops), "bytes": int(op.bytes_moved), "roofline": _roofline(op, roofline, methods),
@@ -234,16 +234,12 @@ def _public_call(kernel, inputs: list) -> Callable[[], np.ndarray]:
     return lambda: kernel(*inputs, out=out)
 
 
-def _placement_spread(halide: HalideMethods, name: str, inputs: list, config: Config) -> dict:
+def _placement_spread(halide: HalideMethods, name: str, config: Config) -> dict:
     """Method ``name`` timed side by side on ``config.placements`` copies of its
     arrays, each starting at its own random offset from a page boundary: the median
     per placement, and their spread (slowest over fastest, minus 1)."""
-    rng = np.random.default_rng(config.seed)
-    output = np.zeros(halide.op.output.shape, halide.op.output.dtype)
-    calls = {}
-    for i in range(config.placements):
-        arrays = [page_aligned_copy(a, int(rng.integers(0, PAGE // a.itemsize))) for a in (*inputs, output)]
-        calls[f"placement {i}"] = halide.bind(name, arrays)
+    calls = {f"placement {i}": halide.bind(name, arrays)
+             for i, arrays in enumerate(halide.task.placed(config.placements, config.seed))}
     medians = [t.median * 1e3 for t in time_side_by_side(calls, config.protocol).values()]
     return {"placement_ms": medians, "placement_spread": max(medians) / min(medians) - 1}
 

@@ -34,8 +34,8 @@ def apply(genome: Genome, algorithm: Algorithm, space: ScheduleSpace) -> str:
             if not stage_space.is_output:
                 rec.call("compute_root")
         else:
-            consumer = stages[stage_space.consumer].func
-            rec.call("compute_at", _FuncRef(stage_space.consumer, consumer), stage_plan.at_loop)
+            host = stage_plan.at_stage or stage_space.consumer
+            rec.call("compute_at", _FuncRef(host, stages[host].func), stage_plan.at_loop)
         intermediate = None
         for index, definition in enumerate(stage_plan.definitions):
             target = rec if index == 0 else rec.update(index - 1)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 INLINE, ROOT = -1, 0
-_ADDED_LATER = ("rfactor", "tasks")
+_ADDED_LATER = ("rfactor", "tasks", "host")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class StageGene:
               (a row of a matrix-vector product, softmax's row sums); 1: none.
     tasks     parallel tasks per thread: the parallel loop is cut into ``threads *
               tasks`` stretches of consecutive iterations; 0: one task per iteration.
+    host      1: ``location`` counts the loops of the consumer's own consumer that
+              enclose the consumer (a packed copy of a weight panel, made once per
+              panel and shared by every tile the consumer computes inside it);
+              0: the consumer's loops.
     """
 
     location: int = ROOT
@@ -45,6 +49,7 @@ class StageGene:
     runroll: int = 0
     rfactor: int = 1
     tasks: int = 0
+    host: int = 0
 
     def to_dict(self) -> dict:
         """Plain data; genes added after the first release are left out at their

@@ -55,6 +55,7 @@ class StagePlan:
     gpu: str = ""                  # GPU targets: "kernel", "shared" or "serial" (see ``_gpu``)
     sites: list[Loop] | None = None  # GPU targets: the loops producers may be computed at
     intermediate: "Intermediate | None" = None  # the update's rfactor intermediate, if any
+    at_stage: str | None = None    # the stage owning ``at_loop``: the consumer, or its consumer (``host``)
 
     @property
     def loops(self) -> list[Loop]:

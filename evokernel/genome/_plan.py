@@ -21,7 +21,7 @@ from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 6
+SCHEDULE_ENCODING = 7
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
@@ -36,6 +36,7 @@ def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
 
 def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
                 plans: dict[int, StagePlan]) -> StagePlan:
+    host = None
     if stage.is_output:
         location, at_loop, extents = ROOT, None, stage.extents
     elif gene.location == INLINE and stage.can_inline:
@@ -43,26 +44,56 @@ def _plan_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
     elif gene.location <= ROOT:
         location, at_loop, extents = ROOT, None, stage.extents
     else:
-        consumer = plans[space.index(stage.consumer)]
-        if consumer.location == INLINE or not consumer.loops:
+        host, sites = _sites(space, stage, gene, plans)
+        if not sites:
             location, at_loop, extents = ROOT, None, stage.extents
         else:
-            at = min(gene.location, len(consumer.loops)) - 1
-            location, at_loop = at + 1, consumer.loops[at].name
-            every = consumer.definitions[-1].loops  # with the vector and unrolled loops
+            at = min(gene.location, len(sites)) - 1
+            location, at_loop = at + 1, sites[at].name
+            every = plans[space.index(host)].definitions[-1].loops  # with the vector and unrolled loops
             split = next(i for i, l in enumerate(every) if l.name == at_loop) + 1
             extents = region(stage, every[split:], every[:split])
     parallel = gene.parallel if location == ROOT else 0
     tasks = space.threads * gene.tasks if parallel else 0
     exact = at_loop is None  # at root, a stage's extents are known; inside a consumer, estimated
-    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks, exact)])
+    result = StagePlan(location, at_loop, [_plan_definition(stage, gene, extents, False, parallel, tasks, exact)],
+                       at_stage=host if at_loop else None)
     if stage.vars and not stage.is_output and (not exact or math.prod(extents) == 1):
-        result.definitions[0].directives.insert(0, ("align_storage", stage.vars[0], 2))
+        result.definitions[0].directives[:0] = _storage(stage, gene, exact)
     if stage.has_update:
         update = _plan_definition(stage, gene, extents, True, parallel, tasks, exact)
         result.definitions.append(update)
         result.intermediate = _intermediate(stage, update)
     return result
+
+
+def _storage(stage: StageSpace, gene: StageGene, exact: bool) -> list[tuple]:
+    """Storage directives of a stage computed inside its consumer (or of one
+    point): its vectorised dimension stored innermost (vectors along another
+    dimension would be gathered and scattered element by element), and aligned."""
+    innermost = stage.vars[0]
+    directives = []
+    if not exact and 0 < gene.vector < stage.dims and gene.width > 1:
+        innermost = stage.vars[gene.vector]
+        directives.append(("reorder_storage", innermost, *(v for v in stage.vars if v != innermost)))
+    return directives + [("align_storage", innermost, 2)]
+
+
+def _sites(space: ScheduleSpace, stage: StageSpace, gene: StageGene,
+           plans: dict[int, StagePlan]) -> tuple[str | None, list[Loop]]:
+    """The stage whose loops ``gene.location`` counts, and those loops: the
+    consumer's; with ``gene.host``, those of the consumer's own host that enclose
+    the consumer (none where the consumer is inlined or computed at root)."""
+    consumer = plans[space.index(stage.consumer)]
+    if consumer.location == INLINE:
+        return None, []
+    if not gene.host:
+        return stage.consumer, consumer.loops
+    if consumer.location == ROOT:
+        return None, []
+    outer = plans[space.index(consumer.at_stage)].loops
+    names = [l.name for l in outer]
+    return consumer.at_stage, outer[: names.index(consumer.at_loop) + 1]
 
 
 def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:

@@ -75,6 +75,7 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
         runroll=int(rng.random() < 0.3),
         rfactor=rng.choice(_widths(space)) if stage.has_update and rng.random() < 0.25 else 1,
         tasks=rng.choice(_TASKS),
+        host=int(rng.random() < 0.3),
     )
     return repair_stage(space, stage, gene)
 
@@ -118,7 +119,15 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
         location=location, tiles=tuple(tiles), order=order, vector=vector, width=width,
         parallel=parallel, unroll=tuple(unroll), rsplit=rsplit,
         rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor,
-        tasks=max(0, min(gene.tasks, _TASKS[-1])) if parallel else 0)
+        tasks=max(0, min(gene.tasks, _TASKS[-1])) if parallel else 0,
+        host=int(bool(gene.host) and location > ROOT and _can_lift(space, stage)))
+
+
+def _can_lift(space: ScheduleSpace, stage: StageSpace) -> bool:
+    """Whether ``stage`` may be computed at its consumer's consumer's loops (``host``):
+    on a CPU, for a stage only its consumer reads, whose consumer is not the output."""
+    return (not space.gpu and not stage.readers and stage.consumer is not None
+            and not space.stage(stage.consumer).is_output)
 
 
 def repair(space: ScheduleSpace, genome: Genome) -> Genome:
@@ -176,6 +185,8 @@ def mutate_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene, rng: 
     fields = ["tiles", "order", "vector", "unroll", "parallel", "tasks"]
     if not stage.is_output:
         fields += ["location"] * 2
+    if _can_lift(space, stage):
+        fields.append("host")
     if stage.has_update:
         fields += ["rsplit", "rdepth", "runroll", "rfactor"]
     field = rng.choice(fields)
@@ -257,7 +268,10 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     output's outermost loop (a row at a time, in cache); for each reduction
     feeding the output, register tiles of the output (vector lanes along dim 0
     times 4 or 8 along another dim) with the reduction computed per tile and its
-    loops outermost; and each of these with its inlined stages computed at root."""
+    loops outermost; the same tiles inside parallel panels of the output along
+    dim 0, where the reduction reads an optional copy indexed along that dim (a
+    weight panel packed once per panel, as BLAS packs it); and each of these with
+    its inlined stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
     coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))
@@ -271,6 +285,8 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             for tile in (4, 8):
                 for lanes_mult in (1, 2):
                     found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
+
+        found += _panel_templates(space, flat, r_index)
     found += [_materialised(space, g) for g in found]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
 
@@ -316,3 +332,46 @@ def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, ti
     # just outside the register tile's loop (which the update unrolls), else below the fused parallel loop
     at_tile = sites.index(tile_loop) if tile_loop in sites else output.dims - out_gene.parallel + 1
     return genome.replace_stage(r_index, replace(r_gene, location=max(1, at_tile)))
+
+
+def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
+    """``_panelled`` register tiles by every output dim long enough to tile, where
+    the reduction reads a packed copy indexed along the output's dim 0."""
+    output = space.stages[-1]
+    copies = _panel_copies(space, space.stages[r_index], output.vars[0])
+    return [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
+            for j in range(1, output.dims) if copies and output.extents[j] > 1
+            for tile, lanes_mult in ((4, 3), (6, 2), (8, 2))]
+
+
+def _panel_copies(space: ScheduleSpace, reduction: StageSpace, var: str) -> list[int]:
+    """Indices of the optional copies ``reduction`` reads that are indexed along
+    the output's variable ``var`` (so a panel of the output reads a panel of the copy)."""
+    return [i for i, s in enumerate(space.stages)
+            if s.optional and s.consumer == reduction.name and var in s.vars and _can_lift(space, s)]
+
+
+def _panelled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: int, lanes_mult: int,
+              copies: list[int]) -> Genome:
+    """A register tile of ``lanes * lanes_mult`` along the output's dim 0 by
+    ``tile`` along dim ``j``, as in ``_register_tiled``, inside panels of the
+    output along dim 0 (its outermost loop, parallel), with each of ``copies``
+    computed once per panel (``host``): the tiles of a panel read their weights
+    from one contiguous packed buffer, one row per step of the reduction, as BLAS
+    packs them."""
+    output = space.stages[-1]
+    rest = tuple(i for i in reversed(range(output.dims)) if i not in (0, j))
+    unroll = [1] * output.dims
+    unroll[0] = lanes_mult
+    genome = _register_tiled(space, flat, r_index, j, tile, lanes_mult)
+    out_gene = replace(genome.stages[-1], order=(0,) + rest + (j,), unroll=tuple(unroll), parallel=1)
+    genome = genome.replace_stage(len(space.stages) - 1, out_gene)
+    sites = [loop.name for loop in plan(space, genome)[-1].loops]
+    tile_loop = f"{output.vars[j]}_t"
+    at_tile = sites.index(tile_loop) if tile_loop in sites else len(sites)
+    genome = genome.replace_stage(r_index, replace(genome.stages[r_index], location=max(1, at_tile)))
+    for i in copies:
+        copy = space.stages[i]
+        genome = genome.replace_stage(i, replace(_flat_gene(space, copy), vector=copy.vars.index(output.vars[0]),
+                                                 location=1, host=1, parallel=0))
+    return genome

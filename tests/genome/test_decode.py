@@ -24,6 +24,7 @@ from evokernel.genome import (
     repair,
     schedule_code,
     templates,
+    unscheduled,
 )
 from evokernel.target import Target
 
@@ -208,7 +209,8 @@ def test_producers_are_computed_per_tile_not_per_task():
     timeout."""
     op = ek.operators.matmul(m=64, n=64, k=32)
     space = space_of(op)
-    registered = templates(space)[-1]  # a register-tiled template: the accumulator at the output's tile loop
+    # a register-tiled template (not a panel): the accumulator at the output's tile loop
+    registered = [g for g in templates(space) if not any(s.host for s in g.stages)][-1]
     acc = next(i for i, s in enumerate(space.stages) if s.has_update)
     assert plan(space, registered)[acc].location >= 1
     genome = repair(space, registered.replace_stage(-1, replace(registered.stages[-1], tasks=1)))
@@ -258,3 +260,40 @@ def test_a_padded_row_wider_than_its_estimate_builds():
         f"build(op, space, Genome.from_dict(json.loads({genome!r})), target)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_copy_hosted_by_its_consumers_consumer_is_made_once_per_panel():
+    """``host=1``: a matmul's copy of B is computed at the output's loop over
+    panels (outside the accumulator's tiles), holds one panel of B, and the
+    kernel still computes the product."""
+    op = ek.operators.matmul(40, 50, 30)
+    space = space_of(op)
+    panelled = [g for g in templates(space) if any(s.host for s in g.stages)]
+    assert panelled
+    copy = space.index("Bc")
+    for genome in panelled:
+        plans = plan(space, genome)
+        assert plans[copy].at_stage == "out" and plans[copy].at_loop == plans[-1].loops[0].name
+        assert f"Bc.compute_at(out, {plans[copy].at_loop})" in schedule_code(genome, op.algorithm(), space)
+        algorithm = op.algorithm()
+        apply(genome, algorithm, space)
+        arrays = [np.random.default_rng(1).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+
+
+def test_a_stage_inside_its_consumer_stores_its_vector_dimension_innermost():
+    """Vectors along a dimension that is not innermost in storage are gathered
+    and scattered one element at a time; a stage computed inside its consumer
+    and vectorised along another dimension stores that one innermost."""
+    op = ek.operators.conv2d(1, 16, 6, 6, 24, 1)
+    space = space_of(op)
+    acc = space.index("acc")
+    genome = unscheduled(space)
+    genome = genome.replace_stage(acc, replace(genome.stages[acc], location=1, vector=2, width=8))
+    genome = repair(space, genome)
+    directives = plan(space, genome)[acc].definitions[0].directives
+    assert directives[:2] == [("reorder_storage", "c", "x", "y", "n"), ("align_storage", "c", 2)]
+    algorithm = op.algorithm()
+    apply(genome, algorithm, space)
+    arrays = [np.random.default_rng(2).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)

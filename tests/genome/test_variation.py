@@ -242,3 +242,36 @@ def test_register_tiled_templates_compute_the_reduction_per_tile():
             assert plans[acc].at_loop == loops[tile - 1]
             checked += 1
     assert checked >= 4
+
+
+def test_host_is_kept_only_where_a_stage_can_be_lifted_out_of_its_consumer():
+    """``host`` needs a consumer that is itself computed inside another stage
+    (not the output), a stage no one else reads, a CPU and a location."""
+    for op in (ek.operators.matmul(64, 64, 64), dict(FAMILIES)["softmax"]):
+        space = space_of(op)
+        for stage, gene in zip(space.stages, repair(space, Genome(tuple(
+                StageGene(location=1, host=1) for _ in space.stages))).stages):
+            consumer = space.stage(stage.consumer) if stage.consumer else None
+            liftable = consumer is not None and not consumer.is_output and not stage.readers
+            assert gene.host == int(liftable), stage.name
+    space = space_of(ek.operators.matmul(64, 64, 64))
+    at_root = Genome(tuple(StageGene(location=ROOT, host=1) for _ in space.stages))
+    assert not any(g.host for g in repair(space, at_root).stages)
+
+
+def test_panel_templates_pack_the_weights_of_gemm_shaped_reductions_only():
+    """A matmul and a batched fc get register tiles inside parallel panels with
+    the packed copy made per panel; a matrix-vector product (no second dim to
+    tile) and a conv (whose weight copy is not indexed along the output's
+    contiguous dim) get none."""
+    for op in (ek.operators.matmul(100, 90, 80), ek.operators.fc(16, 64, 48)):
+        space = space_of(op)
+        panels = [g for g in templates(space) if any(s.host for s in g.stages)]
+        assert len(panels) == 3
+        for genome in panels:
+            out = genome.stages[-1]
+            assert out.order[0] == 0 and out.parallel == 1 and out.vector == 0
+            copy = next(s for s in genome.stages if s.host)
+            assert copy.location == 1 and copy.vector == 0
+    for op in (ek.operators.fc(1, 64, 48), dict(FAMILIES)["conv2d"]):
+        assert not any(any(s.host for s in g.stages) for g in templates(space_of(op)))

@@ -17,7 +17,7 @@ from _families import FAMILIES, prepared
 import evokernel as ek
 from evokernel import Budget
 from evokernel.codegen import default_threads
-from evokernel.genome import Genome, ScheduleSpace, StageGene, random_genome
+from evokernel.genome import Genome, ScheduleSpace, StageGene, random_genome, templates
 from evokernel.search import (Experience, GeneticSearch, GradientBoostingModel, Measured, ModelGuidedSearch,
                               SearchSettings, create_strategy, features, operator_of, rank_correlation, run_search)
 from evokernel.store import MemoryRecords, Record, SQLiteRecords
@@ -94,7 +94,7 @@ def test_screening_never_evaluates_a_genome_twice(recorded):
     assert len(keys) == 25 and len(set(keys)) == 25
     assert not set(drawn) & set(keys)
     screened = [g for g, _ in history if strategy.prediction(g) is not None]
-    assert len(screened) >= 16, "the model screened all but the templates"
+    assert len(screened) >= len(keys) - len(templates(context.space)), "the model screened all but the templates"
     assert len(strategy.fit_seconds) >= 2, "refitted as results arrived"
 
 
@@ -110,7 +110,7 @@ def test_without_records_it_is_the_ga_draw_for_draw():
         guided.learn_from(Experience(op, HOST))
         guided.start(context.space, random.Random(42))
         first = ga.ask()
-        assert guided.ask() == first and len(first) == 10
+        assert guided.ask() == first and len(first) == max(10, len(templates(context.space)))
         results = evaluator.evaluate(first)
         ga.tell(first, results)
         guided.tell(first, results)

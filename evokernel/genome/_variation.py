@@ -285,7 +285,6 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             for tile in (4, 8):
                 for lanes_mult in (1, 2):
                     found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
-
         found += _panel_templates(space, flat, r_index)
     found += [_materialised(space, g) for g in found]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
@@ -327,11 +326,17 @@ def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, ti
         unroll[j] = tile
     r_gene = replace(_flat_gene(space, reduction), parallel=0, unroll=tuple(unroll), rdepth=4 * reduction.dims)
     genome = flat.replace_stage(len(space.stages) - 1, out_gene)
+    return genome.replace_stage(r_index, replace(r_gene, location=_at_tile(space, genome, j)))
+
+
+def _at_tile(space: ScheduleSpace, genome: Genome, j: int) -> int:
+    """The location just outside the output's tile loop along dim ``j`` (the
+    register tile, which the reduction's update unrolls), else just below the
+    output's fused parallel loops."""
+    output, gene = space.stages[-1], genome.stages[-1]
     sites = [loop.name for loop in plan(space, genome)[-1].loops]
     tile_loop = f"{output.vars[j]}_t"
-    # just outside the register tile's loop (which the update unrolls), else below the fused parallel loop
-    at_tile = sites.index(tile_loop) if tile_loop in sites else output.dims - out_gene.parallel + 1
-    return genome.replace_stage(r_index, replace(r_gene, location=max(1, at_tile)))
+    return max(1, sites.index(tile_loop) if tile_loop in sites else output.dims - gene.parallel + 1)
 
 
 def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
@@ -366,10 +371,7 @@ def _panelled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: in
     genome = _register_tiled(space, flat, r_index, j, tile, lanes_mult)
     out_gene = replace(genome.stages[-1], order=(0,) + rest + (j,), unroll=tuple(unroll), parallel=1)
     genome = genome.replace_stage(len(space.stages) - 1, out_gene)
-    sites = [loop.name for loop in plan(space, genome)[-1].loops]
-    tile_loop = f"{output.vars[j]}_t"
-    at_tile = sites.index(tile_loop) if tile_loop in sites else len(sites)
-    genome = genome.replace_stage(r_index, replace(genome.stages[r_index], location=max(1, at_tile)))
+    genome = genome.replace_stage(r_index, replace(genome.stages[r_index], location=_at_tile(space, genome, j)))
     for i in copies:
         copy = space.stages[i]
         genome = genome.replace_stage(i, replace(_flat_gene(space, copy), vector=copy.vars.index(output.vars[0]),

@@ -94,7 +94,7 @@ class Config:
         unknown = [name for name in self.peers if name not in PEERS]
         if unknown:
             raise EvokernelError(f"unknown peer(s) {', '.join(unknown)}; choose from: {', '.join(PEERS)}")
-        missing = [name for name in self.peers if name in PEERS and not PEERS[name].available()]
+        missing = [name for name in self.peers if not PEERS[name].available()]
         if missing:
             raise EvokernelError(f"the {', '.join(missing)} peer needs TVM: pip install 'evokernel[tvm]'")
 

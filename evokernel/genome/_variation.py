@@ -260,33 +260,42 @@ def unscheduled(space: ScheduleSpace) -> Genome:
     return repair(space, Genome(tuple(StageGene(location=INLINE if s.can_inline else ROOT) for s in space.stages)))
 
 
+#: Register tiles of the reduction templates, (tile along another dim, vectors along
+#: dim 0), best first on a 16-register machine: twelve accumulators, then eight, four
+#: and sixteen (where there are more registers).
+REGISTER_TILES = ((6, 2), (12, 1), (8, 1), (4, 2), (4, 1), (8, 2))
+
+
 def templates(space: ScheduleSpace) -> list[Genome]:
-    """Sensible starting schedules, derived from the space alone (no operator names):
-    a flat vectorised/parallel schedule; the same with one parallel task per
-    thread; the same with long reductions factored into vector lanes
-    (``rfactor``); that with every stage computed inside the
-    output's outermost loop (a row at a time, in cache); for each reduction
-    feeding the output, register tiles of the output (vector lanes along dim 0
-    times 4 or 8 along another dim) with the reduction computed per tile and its
-    loops outermost; the same tiles inside parallel panels of the output along
-    dim 0, where the reduction reads an optional copy indexed along that dim (a
-    weight panel packed once per panel, as BLAS packs it); and each of these with
-    its inlined stages computed at root."""
+    """Sensible starting schedules, derived from the space alone (no operator names),
+    the likeliest first, since a short search may time only the first few: a flat
+    vectorised/parallel schedule; for each reduction feeding the output, where it
+    reads an optional copy indexed along the output's dim 0, register tiles inside
+    parallel panels of the output along that dim (a weight panel packed once per
+    panel, as BLAS packs it), then register tiles of the output (vector lanes along
+    dim 0 times a tile along another dim longer than one, outer dims first: a
+    conv's channels before its rows; ``REGISTER_TILES``) with
+    the reduction computed per tile and its loops outermost, all with their inlined
+    stages computed at root first, then as they are; the flat schedule with
+    one parallel task per thread; with long reductions factored into vector lanes
+    (``rfactor``); that with every stage computed inside the output's outermost
+    loop (a row at a time, in cache); and each of these last with its inlined
+    stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
     coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))
-    found = [flat, coarse, factored, _fused(space, factored)]
-    out_index = len(space.stages) - 1
-    output = space.stages[out_index]
+    general = [flat, coarse, factored, _fused(space, factored)]
+    output = space.stages[-1]
+    tiled = []
     for r_index, reduction in enumerate(space.stages):
         if not reduction.has_update or reduction.consumer != output.name or output.has_update:
             continue
-        for j in range(1, output.dims):
-            for tile in (4, 8):
-                for lanes_mult in (1, 2):
-                    found.append(_register_tiled(space, flat, r_index, j, tile, lanes_mult))
-        found += _panel_templates(space, flat, r_index)
-    found += [_materialised(space, g) for g in found]
+        tiled += _panel_templates(space, flat, r_index)
+        tiled += [_register_tiled(space, flat, r_index, j, tile, lanes_mult)
+                  for tile, lanes_mult in REGISTER_TILES for j in reversed(range(1, output.dims))
+                  if output.extents[j] > 1]
+    found = [flat, *(g for t in tiled for g in (_materialised(space, t), t)), *general[1:],
+             *(_materialised(space, g) for g in general)]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
 
 

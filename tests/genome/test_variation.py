@@ -223,6 +223,23 @@ def test_templates_also_compute_inlined_algorithm_stages_at_root():
         assert twin.key in found
 
 
+def test_templates_come_likeliest_first():
+    """After the flat schedule come the gemm panels, then the register tiles with
+    the padded input at root, channels tiled before rows; no tile along a dim of
+    one (a batch of one), and no duplicates."""
+    space = space_of(ek.operators.matmul(100, 90, 80))
+    assert any(s.host for s in templates(space)[1].stages)
+    space = space_of(ek.operators.conv2d(1, 16, 20, 20, 24, 3, pad=1))
+    found = templates(space)
+    acc, padded = space.index("acc"), space.index("padded")
+    first = found[1]
+    assert first.stages[acc].location > ROOT and first.stages[padded].location == ROOT
+    assert first.stages[-1].tiles[2][0] > 1 and first.stages[-1].tiles[1][0] == 1
+    assert found[2] == first.replace_stage(padded, replace(first.stages[padded], location=INLINE))
+    assert all(g.stages[-1].tiles[3] == (1, 1) for g in found)
+    assert len({g.key for g in found}) == len(found)
+
+
 def test_register_tiled_templates_compute_the_reduction_per_tile():
     """The reduction goes just outside the output's register-tile loop, whatever
     loops the output has: a 1x1 conv on 14x14 has no loop over x tiles, and a

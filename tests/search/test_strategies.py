@@ -46,14 +46,14 @@ def test_stops_at_the_evaluation_budget_exactly(evaluations):
 def test_first_generation_is_the_same_for_the_same_seed():
     """Templates first, then seeded random genomes; the same seed draws the same."""
     op = OPS["matmul"]
-    settings = SearchSettings(mu=12, lambda_=4)
-    first, _, _, space = run_evolve(op, Budget(evaluations=12), seed=42, settings=settings)
-    second, _, _, _ = run_evolve(op, Budget(evaluations=12), seed=42, settings=settings)
-    other, _, _, _ = run_evolve(op, Budget(evaluations=12), seed=43, settings=settings)
+    settings = SearchSettings(mu=16, lambda_=4)
+    first, _, _, space = run_evolve(op, Budget(evaluations=16), seed=42, settings=settings)
+    second, _, _, _ = run_evolve(op, Budget(evaluations=16), seed=42, settings=settings)
+    other, _, _, _ = run_evolve(op, Budget(evaluations=16), seed=43, settings=settings)
     genomes = [g for g, _ in first]
     assert genomes == [g for g, _ in second]
     count = len(templates(space))
-    assert count < 12
+    assert count < 16
     assert genomes[:count] == templates(space)
     assert [g for g, _ in other][:count] == genomes[:count]
     assert [g for g, _ in other][count:] != genomes[count:], "the random part follows the seed"

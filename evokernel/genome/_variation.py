@@ -264,6 +264,9 @@ def unscheduled(space: ScheduleSpace) -> Genome:
 #: dim 0), best first on a 16-register machine: twelve accumulators, then eight, four
 #: and sixteen (where there are more registers).
 REGISTER_TILES = ((6, 2), (12, 1), (8, 1), (4, 2), (4, 1), (8, 2))
+#: The same for vectors along an outer dim (a conv's output channels) by points along
+#: dim 0, one broadcast each: twelve accumulators, then eight with four vectors.
+CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 
 
 def templates(space: ScheduleSpace) -> list[Genome]:
@@ -321,19 +324,25 @@ def _fused(space: ScheduleSpace, genome: Genome) -> Genome:
 
 
 def _register_tiled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: int,
-                    lanes_mult: int) -> Genome:
+                    lanes_mult: int, vector: int = 0) -> Genome:
+    """A register tile of the output, ``lanes * lanes_mult`` along dim ``vector``
+    (vectorised) by ``tile`` along dim ``j``, with the reduction computed per tile,
+    its loops outermost and the tile unrolled inside them."""
     output = space.stages[-1]
     reduction = space.stages[r_index]
     width = space.lanes * lanes_mult
     out_tiles = [(1, 1)] * output.dims
-    out_tiles[0] = (width, width)
+    out_tiles[vector] = (width, width)
     out_tiles[j] = (tile, tile)
-    out_gene = replace(flat.stages[-1], tiles=tuple(out_tiles), width=space.lanes)
+    out_gene = replace(flat.stages[-1], tiles=tuple(out_tiles), vector=vector, width=space.lanes)
     unroll = [1] * reduction.dims
-    unroll[0] = lanes_mult
+    unroll[vector] = lanes_mult
     if j < reduction.dims:
         unroll[j] = tile
-    r_gene = replace(_flat_gene(space, reduction), parallel=0, unroll=tuple(unroll), rdepth=4 * reduction.dims)
+    # the vector dim's unrolled loop innermost: each broadcast meets every vector of the tile, held in registers
+    order = tuple(i for i in reversed(range(reduction.dims)) if i != vector) + (vector,)
+    r_gene = replace(_flat_gene(space, reduction), parallel=0, unroll=tuple(unroll), rdepth=4 * reduction.dims,
+                     vector=vector, order=order)
     genome = flat.replace_stage(len(space.stages) - 1, out_gene)
     return genome.replace_stage(r_index, replace(r_gene, location=_at_tile(space, genome, j)))
 
@@ -349,13 +358,23 @@ def _at_tile(space: ScheduleSpace, genome: Genome, j: int) -> int:
 
 
 def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
-    """``_panelled`` register tiles by every output dim long enough to tile, where
-    the reduction reads a packed copy indexed along the output's dim 0."""
-    output = space.stages[-1]
-    copies = _panel_copies(space, space.stages[r_index], output.vars[0])
-    return [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
-            for j in range(1, output.dims) if copies and output.extents[j] > 1
-            for tile, lanes_mult in ((4, 3), (6, 2), (8, 2))]
+    """``_panelled`` register tiles where the reduction reads a packed copy indexed
+    along the output's dim 0 (gemm's B: panels along dim 0, tiles by every other
+    dim long enough to tile), and where it reads one whose innermost dim is
+    another dim of the output (a conv's weights by output channel: panels and
+    vectors along that dim, tiles along dim 0)."""
+    output, reduction = space.stages[-1], space.stages[r_index]
+    copies = _panel_copies(space, reduction, output.vars[0])
+    found = [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
+             for j in range(1, output.dims) if copies and output.extents[j] > 1
+             for tile, lanes_mult in ((4, 3), (6, 2), (8, 2))]
+    for v in range(1, output.dims):
+        copies = [i for i in _panel_copies(space, reduction, output.vars[v])
+                  if space.stages[i].vars[0] == output.vars[v]]
+        if copies and output.extents[v] >= space.lanes:
+            found += [_panelled(space, flat, r_index, 0, tile, lanes_mult, copies, vector=v)
+                      for tile, lanes_mult in CHANNEL_TILES]
+    return found
 
 
 def _panel_copies(space: ScheduleSpace, reduction: StageSpace, var: str) -> list[int]:
@@ -366,23 +385,23 @@ def _panel_copies(space: ScheduleSpace, reduction: StageSpace, var: str) -> list
 
 
 def _panelled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: int, lanes_mult: int,
-              copies: list[int]) -> Genome:
-    """A register tile of ``lanes * lanes_mult`` along the output's dim 0 by
-    ``tile`` along dim ``j``, as in ``_register_tiled``, inside panels of the
-    output along dim 0 (its outermost loop, parallel), with each of ``copies``
-    computed once per panel (``host``): the tiles of a panel read their weights
-    from one contiguous packed buffer, one row per step of the reduction, as BLAS
-    packs them."""
+              copies: list[int], vector: int = 0) -> Genome:
+    """A register tile of ``lanes * lanes_mult`` along the output's dim ``vector``
+    by ``tile`` along dim ``j``, as in ``_register_tiled``, inside panels of the
+    output along dim ``vector`` (its outermost loop, parallel), with each of
+    ``copies`` computed once per panel (``host``), vectorised along that dim: the
+    tiles of a panel read their weights from one contiguous packed buffer, one row
+    per step of the reduction, as BLAS packs them."""
     output = space.stages[-1]
-    rest = tuple(i for i in reversed(range(output.dims)) if i not in (0, j))
+    rest = tuple(i for i in reversed(range(output.dims)) if i not in (vector, j))
     unroll = [1] * output.dims
-    unroll[0] = lanes_mult
-    genome = _register_tiled(space, flat, r_index, j, tile, lanes_mult)
-    out_gene = replace(genome.stages[-1], order=(0,) + rest + (j,), unroll=tuple(unroll), parallel=1)
+    unroll[vector] = lanes_mult
+    genome = _register_tiled(space, flat, r_index, j, tile, lanes_mult, vector)
+    out_gene = replace(genome.stages[-1], order=(vector,) + rest + (j,), unroll=tuple(unroll), parallel=1)
     genome = genome.replace_stage(len(space.stages) - 1, out_gene)
     genome = genome.replace_stage(r_index, replace(genome.stages[r_index], location=_at_tile(space, genome, j)))
     for i in copies:
         copy = space.stages[i]
-        genome = genome.replace_stage(i, replace(_flat_gene(space, copy), vector=copy.vars.index(output.vars[0]),
+        genome = genome.replace_stage(i, replace(_flat_gene(space, copy), vector=copy.vars.index(output.vars[vector]),
                                                  location=1, host=1, parallel=0))
     return genome

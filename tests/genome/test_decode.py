@@ -281,6 +281,30 @@ def test_a_copy_hosted_by_its_consumers_consumer_is_made_once_per_panel():
         np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", [ek.operators.conv2d(1, 5, 9, 11, 20, 3, stride=2, pad=1, activation="relu"),
+                                ek.operators.conv2d(1, 8, 7, 6, 24, 3, pad=1, groups=2, bias=True),
+                                ek.operators.conv2d(1, 12, 5, 13, 17, 1)], ids=["stride2", "groups", "1x1"])
+def test_channel_panels_vectorise_a_conv_along_its_output_channels(op):
+    """A conv's channel panels: the output's channels vectorised and outermost,
+    the weight copy packed once per panel with channels innermost, the
+    accumulator holding channels innermost with its channel vectors unrolled
+    innermost (one broadcast of the input meets every vector); the kernel
+    computes the conv, also where the channels do not fill the last panel."""
+    space = space_of(op)
+    acc, wp = space.index("acc"), space.index("Wp")
+    panels = [g for g in templates(space) if g.stages[-1].vector == 2]
+    assert panels
+    for genome in panels:
+        plans = plan(space, genome)
+        assert plans[wp].at_stage == "out" and plans[wp].at_loop == plans[-1].loops[0].name
+        assert genome.stages[wp].vector == 0 and genome.stages[acc].order[-1] == 2
+        assert ("reorder_storage", "c", "x", "y", "n") in plans[acc].definitions[0].directives
+        algorithm = op.algorithm()
+        apply(genome, algorithm, space)
+        arrays = [np.random.default_rng(3).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+
+
 def test_a_stage_inside_its_consumer_stores_its_vector_dimension_innermost():
     """Vectors along a dimension that is not innermost in storage are gathered
     and scattered one element at a time; a stage computed inside its consumer

@@ -279,8 +279,8 @@ def test_host_is_kept_only_where_a_stage_can_be_lifted_out_of_its_consumer():
 def test_panel_templates_pack_the_weights_of_gemm_shaped_reductions_only():
     """A matmul and a batched fc get register tiles inside parallel panels with
     the packed copy made per panel; a matrix-vector product (no second dim to
-    tile) and a conv (whose weight copy is not indexed along the output's
-    contiguous dim) get none."""
+    tile) gets none, nor does a conv with fewer channels than a vector (its
+    panels run along its channels, a conv with more gets three)."""
     for op in (ek.operators.matmul(100, 90, 80), ek.operators.fc(16, 64, 48)):
         space = space_of(op)
         panels = [g for g in templates(space) if any(s.host for s in g.stages)]
@@ -292,3 +292,6 @@ def test_panel_templates_pack_the_weights_of_gemm_shaped_reductions_only():
             assert copy.location == 1 and copy.vector == 0
     for op in (ek.operators.fc(1, 64, 48), dict(FAMILIES)["conv2d"]):
         assert not any(any(s.host for s in g.stages) for g in templates(space_of(op)))
+    space = space_of(ek.operators.conv2d(1, 4, 9, 9, 16, 3, pad=1))
+    panels = [g for g in templates(space) if any(s.host for s in g.stages)]
+    assert len(panels) == 6 and all(g.stages[-1].order[0] == g.stages[-1].vector == 2 for g in panels)

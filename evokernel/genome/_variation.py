@@ -272,18 +272,18 @@ CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 def templates(space: ScheduleSpace) -> list[Genome]:
     """Sensible starting schedules, derived from the space alone (no operator names),
     the likeliest first, since a short search may time only the first few: a flat
-    vectorised/parallel schedule; for each reduction feeding the output, where it
-    reads an optional copy indexed along the output's dim 0, register tiles inside
-    parallel panels of the output along that dim (a weight panel packed once per
-    panel, as BLAS packs it), then register tiles of the output (vector lanes along
-    dim 0 times a tile along another dim longer than one, outer dims first: a
-    conv's channels before its rows; ``REGISTER_TILES``) with
-    the reduction computed per tile and its loops outermost, all with their inlined
-    stages computed at root first, then as they are; the flat schedule with
-    one parallel task per thread; with long reductions factored into vector lanes
-    (``rfactor``); that with every stage computed inside the output's outermost
-    loop (a row at a time, in cache); and each of these last with its inlined
-    stages computed at root."""
+    vectorised/parallel schedule; for each reduction feeding the output, register
+    tiles inside parallel panels of the output with a weight copy packed once per
+    panel, as BLAS packs it (``_panel_templates``: along dim 0 where the copy is
+    indexed along it, along a conv's channels where the copy holds them innermost),
+    then register tiles of the output (vector lanes along dim 0 times a tile along
+    another dim longer than one, outer dims first: a conv's channels before its
+    rows; ``REGISTER_TILES``) with the reduction computed per tile and its loops
+    outermost, all with their inlined stages computed at root first, then as they
+    are; the flat schedule with one parallel task per thread; with long reductions
+    factored into vector lanes (``rfactor``); that with every stage computed inside
+    the output's outermost loop (a row at a time, in cache); and each of these last
+    with its inlined stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
     coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))

@@ -264,6 +264,8 @@ def unscheduled(space: ScheduleSpace) -> Genome:
 #: dim 0), best first on a 16-register machine: twelve accumulators, then eight, four
 #: and sixteen (where there are more registers).
 REGISTER_TILES = ((6, 2), (12, 1), (8, 1), (4, 2), (4, 1), (8, 2))
+#: The same inside gemm panels (vectors along dim 0 by a tile along another dim).
+PANEL_TILES = ((4, 3), (6, 2), (8, 2))
 #: The same for vectors along an outer dim (a conv's output channels) by points along
 #: dim 0, one broadcast each: twelve accumulators, then eight with four vectors.
 CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
@@ -367,7 +369,7 @@ def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[G
     copies = _panel_copies(space, reduction, output.vars[0])
     found = [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
              for j in range(1, output.dims) if copies and output.extents[j] > 1
-             for tile, lanes_mult in ((4, 3), (6, 2), (8, 2))]
+             for tile, lanes_mult in PANEL_TILES]
     for v in range(1, output.dims):
         copies = [i for i in _panel_copies(space, reduction, output.vars[v])
                   if space.stages[i].vars[0] == output.vars[v]]

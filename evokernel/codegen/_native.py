@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
@@ -211,7 +212,38 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
                                          ctypes.POINTER(ctypes.c_double)]
     lib.evokernel_install_error_handler()
     lib.halide_set_num_threads(int(threads))
+    lib.evokernel_use_openmp.argtypes = [ctypes.c_void_p]
+    if _openmp_parallel is not None:
+        lib.evokernel_use_openmp(_openmp_parallel)
+    _runtimes.append(lib)
     return lib
+
+
+_runtimes: list[ctypes.CDLL] = []  # every runtime loaded in this process
+_openmp_parallel: int | None = None  # the GOMP_parallel given to use_openmp
+
+
+def use_openmp(gomp_parallel: int) -> None:
+    """Give every runtime, loaded now or later, an OpenMP runtime's ``GOMP_parallel``
+    (its address) for the calls made inside ``openmp_calls()``."""
+    global _openmp_parallel
+    _openmp_parallel = gomp_parallel
+    for lib in _runtimes:
+        lib.evokernel_use_openmp(gomp_parallel)
+
+
+@contextmanager
+def openmp_calls():
+    """Within the block, kernels called by this thread run their parallel loops on
+    the OpenMP team of the runtime given to ``use_openmp`` (its threads and thread
+    count), not on Halide's pool; without one given, nothing changes."""
+    libs = list(_runtimes)
+    previous = [lib.evokernel_openmp_calls(1) for lib in libs]
+    try:
+        yield
+    finally:
+        for lib, was in zip(libs, previous):
+            lib.evokernel_openmp_calls(was)
 
 
 def _address(array: np.ndarray) -> int:

@@ -11,6 +11,11 @@
  *   keep the data on the device) the output (the last buffer) is copied back and
  *   every device allocation is released, so NumPy sees the result and the next
  *   call starts clean. On CPU targets buffers have no device and this costs nothing.
+ * - Parallel loops on another library's OpenMP threads: once given that
+ *   library's GOMP_parallel, a thread that turns `evokernel_openmp_calls` on runs
+ *   its kernels' parallel loops on the same OpenMP team as that library's own
+ *   work (PyTorch's), so two thread pools never share the cores, one of them
+ *   spinning; every other call keeps Halide's pool.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -75,4 +80,48 @@ int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, 
         times[i] = now_seconds() - start;
     }
     return finish(args, count, rc);
+}
+
+/* -- parallel loops on OpenMP ---------------------------------------------------------- */
+typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+static gomp_parallel_t gomp_parallel;
+static __thread int on_openmp;
+
+struct openmp_loop {
+    void *user_context;
+    halide_task_t task;
+    int min, size, next, rc;
+    uint8_t *closure;
+};
+
+/* Each thread of the team takes the loop's next iteration until none is left. */
+static void openmp_worker(void *data) {
+    struct openmp_loop *loop = (struct openmp_loop *)data;
+    int was = on_openmp;
+    on_openmp = 1;  /* a nested parallel loop stays on OpenMP (a team of one) */
+    for (int i; (i = __atomic_fetch_add(&loop->next, 1, __ATOMIC_RELAXED)) < loop->size;) {
+        int rc = loop->task(loop->user_context, loop->min + i, loop->closure);
+        if (rc != 0) __atomic_store_n(&loop->rc, rc, __ATOMIC_RELAXED);
+    }
+    on_openmp = was;
+}
+
+static int do_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
+    if (!on_openmp || size < 2) return halide_default_do_par_for(user_context, task, min, size, closure);
+    struct openmp_loop loop = {user_context, task, min, size, 0, 0, closure};
+    gomp_parallel(openmp_worker, &loop, 0, 0);  /* 0 threads: the library's own setting */
+    return loop.rc;
+}
+
+/* Take `fn` (an OpenMP runtime's GOMP_parallel) for the calls that ask for it. */
+void evokernel_use_openmp(void *fn) {
+    gomp_parallel = (gomp_parallel_t)fn;
+    halide_set_custom_do_par_for(do_par_for);
+}
+
+/* Turn this thread's OpenMP calls on (1) or off (0); returns the previous setting. */
+int evokernel_openmp_calls(int on) {
+    int was = on_openmp;
+    on_openmp = on && gomp_parallel != NULL;
+    return was;
 }

@@ -5,17 +5,26 @@ A layer's kernel is found by its *slot* name (a string argument of the op), so t
 ops are ordinary ``torch.library.custom_op`` s: fake implementations let
 ``torch.compile`` and ``torch.export`` trace through them, and their backward
 raises ``NoGradientError`` naming the layer (kernels are inference only).
+
+Where PyTorch's ATen runs on OpenMP (its x86 and ARM Linux wheels), a kernel called
+by an op runs its parallel loops on PyTorch's OpenMP threads, not on Halide's own
+pool: the threads PyTorch leaves spinning after its ops then do the kernel's work,
+instead of sharing the cores with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
+import os
 import weakref
+from pathlib import Path
 from typing import Optional
 
 import torch
 
+from ..codegen import openmp_calls, use_openmp
 from ..errors import KernelCallError, NoGradientError
 from ..store import Kernel
 
@@ -47,7 +56,8 @@ class Slot:
         arrays = [self._contiguous(i, t).detach().numpy().reshape(spec.shape)
                   for i, (t, spec) in enumerate(zip(tensors, specs))]
         out = torch.empty(self.output_shape, dtype=torch.float32)
-        self.kernel(*arrays, out=out.numpy().reshape(self.kernel.signature.output.shape))
+        with openmp_calls():
+            self.kernel(*arrays, out=out.numpy().reshape(self.kernel.signature.output.shape))
         return out
 
     def _check(self, tensor: torch.Tensor, spec) -> None:
@@ -70,6 +80,19 @@ class Slot:
             kept = (tensor, state, tensor.detach().contiguous())
             self.copies[index] = kept
         return kept[2]
+
+
+def aten_openmp() -> int | None:
+    """The address of ``GOMP_parallel`` in the OpenMP runtime PyTorch's ATen runs
+    its parallel work on, or None: another backend, or a build whose library is
+    not where the wheels keep it."""
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        aten = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"), mode=os.RTLD_NOLOAD)
+        return ctypes.cast(aten.GOMP_parallel, ctypes.c_void_p).value  # found among its dependencies
+    except (OSError, AttributeError):
+        return None
 
 
 def find_slot(name: str) -> Slot:
@@ -160,6 +183,10 @@ for _op, _fake_impl in ((conv2d, _with_weights), (linear, _with_weights), (pool2
                         (softmax, _unary)):
     _op.register_fake(_fake_impl)
     _op.register_autograd(_backward, setup_context=_setup)
+
+_openmp = aten_openmp()
+if _openmp is not None:
+    use_openmp(_openmp)
 
 #: The ops by the kind of layer they compute.
 OPS = {"conv2d": torch.ops.evokernel.conv2d.default, "linear": torch.ops.evokernel.linear.default,

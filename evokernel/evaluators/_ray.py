@@ -78,7 +78,8 @@ def _build_task(context_parts: tuple, genome: Genome) -> tuple:
 
 class RayBuilder(Builder):
     """Builds as Ray tasks of one CPU each, one task per CPU of the cluster in
-    flight; ``nodes`` records the Ray node of every build."""
+    flight, spread over the nodes (Ray's default packs tasks near their arguments,
+    leaving other nodes idle); ``nodes`` records the Ray node of every build."""
 
     batch_per_slot = 4
 
@@ -93,7 +94,7 @@ class RayBuilder(Builder):
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         _ship_code_by_value(context.operator)
         self._parts = ray.put((context.operator, context.space, context.target))
-        self._task = ray.remote(num_cpus=1, max_retries=1)(_build_task)
+        self._task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(_build_task)
 
     def build(self, genomes: list[Genome]) -> list[Artifact | Result]:
         """Build with one task per CPU in flight, the next submitted as one ends, so

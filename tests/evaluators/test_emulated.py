@@ -11,12 +11,12 @@ import halide as hl
 import numpy as np
 import pytest
 from _arm import ARM, needs_arm
+from _loopback import two_nodes
 
 import evokernel as ek
 from evokernel.codegen import FUNCTION, build, cache_dir, default_threads
 from evokernel.evaluators import (Context, EmulatedProcess, EmulatedRunner, Outcome, Protocol, RayEvaluator, RayRunner,
                                   emulator_for, runner_resources)
-from evokernel.evaluators._cluster import LOOPBACK, loopback_only, shutdown_local_ray
 from evokernel.genome import ScheduleSpace, unscheduled
 
 N = 64
@@ -139,22 +139,9 @@ def arm_node_cluster():
     """Two x86 nodes on loopback, both building: the head offers the ARM runner
     resource and runs kernels under qemu; the other offers another ARM target's
     runner resource, but its emulator is configured wrong."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    shutdown_local_ray()
-    with loopback_only():
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
-                                                                "resources": runner_resources(ARM)})
-        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK, resources=runner_resources(BROKEN),
-                         env_vars={"EVOKERNEL_EMULATOR_ARM_64_LINUX": "/nonexistent/qemu-aarch64"})
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    cluster.wait_for_nodes()
-    try:
+    with two_nodes(runner_resources(ARM), runner_resources(BROKEN),
+                   {"EVOKERNEL_EMULATOR_ARM_64_LINUX": "/nonexistent/qemu-aarch64"}) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @needs_arm

@@ -15,13 +15,13 @@ import numpy as np
 import psutil
 import pytest
 from _families import assert_close, fresh_inputs
+from _loopback import two_nodes
 
 import evokernel as ek
 from evokernel import codegen
 from evokernel.codegen import Artifact, build, default_threads
 from evokernel.evaluators import (Context, Evaluator, InlineEvaluator, Outcome, RayBuilder, RayEvaluator, RayRunner,
                                   Result, Settings, ensure_ray, runner_resources)
-from evokernel.evaluators._cluster import LOOPBACK, loopback_only, shutdown_local_ray
 from evokernel.evaluators._ray import _build_task
 from evokernel.genome import ScheduleSpace, random_genome, templates, unscheduled
 
@@ -280,21 +280,8 @@ def test_a_stalled_build_times_out_from_its_own_start_and_holds_up_no_other(loca
 def two_node_cluster(local_ray):
     """A head node that offers the host's runner resource, and a second node that
     only builds; both on 127.0.0.1, one CPU each."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    shutdown_local_ray()
-    with loopback_only():
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK,
-                                                                "resources": runner_resources("host")})
-        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    cluster.wait_for_nodes()
-    try:
+    with two_nodes(runner_resources("host")) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def test_builds_spread_over_both_nodes_and_timings_stay_on_the_runner_node(two_node_cluster):

@@ -28,6 +28,7 @@ FAMILIES = [
     ("conv2d", ek.operators.conv2d(1, 3, 11, 13, 5, k=3, pad=1, bias=True, activation="relu")),
     ("conv2d-groups-stride2", ek.operators.conv2d(2, 4, 9, 7, 6, k=3, stride=2, pad=1, groups=2)),
     ("depthwise", ek.operators.depthwise_conv2d(1, 3, 10, 11, k=3, stride=2, pad=1)),
+    ("conv1x1", ek.operators.conv1x1(2, 5, 7, 37, bias=True, activation="relu")),
     ("max_pool", ek.operators.max_pool2d(1, 3, 11, 13, k=3, stride=2, pad=1)),
     ("avg_pool", ek.operators.avg_pool2d(1, 2, 7, 9, k=2)),
     ("relu", ek.operators.relu((37, 53))),

@@ -2,7 +2,8 @@
 loads with ``load_tengine_plugin(name, path, init)``).
 
 Tengine operators map onto evokernel's: convolution (grouped, depthwise, with bias
-and fused ReLU/ReLU6) -> ``conv2d``; fully connected -> ``fc``; max/avg pooling ->
+and fused ReLU/ReLU6) -> ``conv2d``, or ``conv1x1`` (1x1, stride 1, no padding, one
+group); fully connected -> ``fc``; max/avg pooling ->
 ``max_pool2d``/``avg_pool2d``; softmax -> ``softmax``; ReLU, ReLU6 -> ``relu``,
 ``relu6``. A kernel's node_ops scores only the nodes it matches exactly (the C side
 is ``_tengine_plugin.c``); what Tengine can express but an operator cannot compute
@@ -56,6 +57,9 @@ def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
     if isinstance(op, ops.Conv2d):
         params = [*op.kernel, *op.stride, *op.padding, *op.dilation, op.groups, _ACTIVATIONS[op.activation], op.c_out]
         return OP_CONV, "conv", params, [_shape(s) for s in specs]
+    if isinstance(op, ops.Conv1x1):  # any image of its positions: the weights' count fixes c_in
+        params = [1, 1, 1, 1, 0, 0, 1, 1, 1, _ACTIVATIONS[op.activation], op.c_out]
+        return OP_CONV, "conv", params, [_shape(s, True, s[0]) for s in specs]
     if isinstance(op, ops.FullyConnected):  # Tengine's fc reads any [batch, ...] input as [batch, k]
         shapes = [_shape(specs[0], True, op.batch), _shape(specs[1]), *map(_shape, specs[2:-1]),
                   _shape(specs[-1], True, op.batch)]
@@ -73,7 +77,7 @@ def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
         family = "relu" if isinstance(op, ops.Relu) else "relu6"
         return OP_RELU if family == "relu" else OP_RELU6, family, [], [_shape(s, True) for s in specs]
     raise ExportError(f"{op.key}: no Tengine operator computes {op.family}; the plugin exports conv2d, "
-                      "depthwise_conv2d, fc, max/avg pooling, softmax, relu and relu6")
+                      "depthwise_conv2d, conv1x1, fc, max/avg pooling, softmax, relu and relu6")
 
 
 def _table(items: list[ExportedKernel]) -> str:

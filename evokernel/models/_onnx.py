@@ -1,6 +1,7 @@
 """Import an ONNX model: static shapes by shape inference, every node mapped to an
 evokernel operator where one computes it (Conv with its bias Add and Relu/Clip
-fused, as inference engines fuse them), else left to ONNX's NumPy reference.
+fused, as inference engines fuse them; a 1x1 Conv as ``conv1x1``, a matrix product
+over its positions), else left to ONNX's NumPy reference.
 
 Weights (initializers) are read, never tuned on: kernels are specialised to shapes.
 """
@@ -372,6 +373,9 @@ def _conv(node, i, names, nodes, shapes, consts, attrs, sole_reader):
                     groups=int(attrs.get("group", 1)), bias=bias is not None, activation=activation, dtype=dtype)
     if bias is not None:
         args.append(bias)
+    pointwise = op.pointwise()
+    if pointwise is not None:
+        return _step(node, names[i], pointwise, args, consts, op.output.shape, fused), taken
     return _step(node, names[i], op, args, consts, fused=fused), taken
 
 

@@ -6,7 +6,7 @@
 """
 
 from ._base import Algorithm, Operator, Stage, TensorSpec, constrain, input_param
-from ._conv import Conv2d, conv2d, depthwise_conv2d
+from ._conv import Conv1x1, Conv2d, conv1x1, conv2d, depthwise_conv2d
 from ._custom import CustomOperator, custom
 from ._elementwise import Add, Relu, Relu6, add, relu, relu6
 from ._matmul import FullyConnected, MatMul, fc, matmul
@@ -17,10 +17,10 @@ from ._softmax import Softmax, softmax
 __all__ = [
     "from_dict", "factories", "factory",
     # factories
-    "matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d",
+    "matmul", "fc", "conv2d", "depthwise_conv2d", "conv1x1", "max_pool2d", "avg_pool2d",
     "relu", "relu6", "add", "softmax", "custom",
     # operator classes
-    "MatMul", "FullyConnected", "Conv2d", "Pool2d", "Relu", "Relu6", "Add", "Softmax", "CustomOperator",
+    "MatMul", "FullyConnected", "Conv2d", "Conv1x1", "Pool2d", "Relu", "Relu6", "Add", "Softmax", "CustomOperator",
     # the contract
     "Operator", "Stage", "Algorithm", "TensorSpec", "input_param", "constrain",
 ]

@@ -1,4 +1,5 @@
-"""2-D convolution (NCHW), grouped and depthwise, with optional bias and activation."""
+"""2-D convolution (NCHW), grouped and depthwise, with optional bias and activation;
+and the 1x1 convolution over flattened positions, a matrix product."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ._common import (check_choice, check_flag, const, conv_output_size, halide_
 from ._registry import factory
 
 ACTIVATIONS = (None, "relu", "relu6")
+ACTIVATION_FLOPS = {None: 0, "relu": 1, "relu6": 2}  # per output element
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Conv2d(Operator):
     def flops(self) -> int:
         """Two per multiply-add, one per bias add, one per relu and two per relu6."""
         per_output = 2 * self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias
-        per_output += {None: 0, "relu": 1, "relu6": 2}[self.activation]
+        per_output += ACTIVATION_FLOPS[self.activation]
         return int(np.prod(self.output.shape)) * per_output
 
     # -- Halide -----------------------------------------------------------------------
@@ -117,7 +119,7 @@ class Conv2d(Operator):
         acc[x, y, c, n] = params[2][c] if self.bias else const(t, 0)
         acc[x, y, c, n] += wp[c, r.x, r.y, r.z] * padded[x * sx + r.x * dx, y * sy + r.y * dy, group_base + r.z, n]
         out = hl.Func("out")
-        out[x, y, c, n] = self._activate(acc[x, y, c, n], t)
+        out[x, y, c, n] = activate(acc[x, y, c, n], self.activation, t)
 
         needed = ((out_w - 1) * sx + (kw - 1) * dx + 1, (out_h - 1) * sy + (kh - 1) * dy + 1)
         out_extents = halide_extents(self.output.shape)
@@ -129,13 +131,6 @@ class Conv2d(Operator):
         ]
         return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
 
-    def _activate(self, value: hl.Expr, t: hl.Type) -> hl.Expr:
-        if self.activation == "relu":
-            return hl.max(value, const(t, 0))
-        if self.activation == "relu6":
-            return hl.clamp(value, const(t, 0), const(t, 6))
-        return value
-
     # -- NumPy ------------------------------------------------------------------------
     def reference(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         (ph, pw), g = self.padding, self.groups
@@ -146,9 +141,108 @@ class Conv2d(Operator):
         y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(self.output.shape)
         if self.bias:
             y += bias.astype(np.float64)[:, None, None]
-        if self.activation is not None:
-            y = np.clip(y, 0, 6 if self.activation == "relu6" else None)
-        return y.astype(self.dtype)
+        return activated(y, self.activation).astype(self.dtype)
+
+    def pointwise(self) -> "Conv1x1 | None":
+        """The ``Conv1x1`` computing this convolution where it is one (a 1x1 kernel,
+        stride 1, no padding, one group: a matrix product over the image's positions,
+        whose rows need not be whole vectors), else None. Its arrays are this
+        convolution's, reshaped.
+
+        >>> conv2d(1, 64, 13, 13, 1000, k=1, bias=True).pointwise().key
+        'conv1x1(n=1,c_in=64,c_out=1000,positions=169,bias=True,activation=None,dtype=float32)'
+        """
+        if self.kernel != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1:
+            return None
+        return Conv1x1(self.n, self.c_in, self.c_out, self.h * self.w, self.bias, self.activation, self.dtype)
+
+
+def activate(value: hl.Expr, activation: str | None, t: hl.Type) -> hl.Expr:
+    """``value`` through ``activation`` (None, ``"relu"`` or ``"relu6"``), in Halide."""
+    if activation == "relu":
+        return hl.max(value, const(t, 0))
+    if activation == "relu6":
+        return hl.clamp(value, const(t, 0), const(t, 6))
+    return value
+
+
+def activated(y: np.ndarray, activation: str | None) -> np.ndarray:
+    """``y`` through ``activation``, in NumPy."""
+    return y if activation is None else np.clip(y, 0, 6 if activation == "relu6" else None)
+
+
+@dataclass(frozen=True)
+class Conv1x1(Operator):
+    """``out[n, co, p] = act(bias[co] + sum W[co, ci] * in[n, ci, p])``: a 1x1
+    convolution (stride 1, no padding) of an NCHW input viewed as ``[n, c_in, h*w]``,
+    so a matrix product per image, ``W @ in[n]``. Weights are ``[c_out, c_in]``.
+
+    Stages: ``Xc`` (optional packed copy of the input, consumed by ``acc``, as
+    ``matmul``'s ``Bc``), ``acc`` (from the bias, reduces over c_in with RDom
+    ``r``), ``out`` (acc, or its relu/relu6).
+    """
+
+    family: ClassVar[str] = "conv1x1"
+
+    n: int
+    c_in: int
+    c_out: int
+    positions: int
+    bias: bool = False
+    activation: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_positive(n=self.n, c_in=self.c_in, c_out=self.c_out, positions=self.positions)
+        check_flag(bias=self.bias)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        set_fields(self, n=int(self.n), c_in=int(self.c_in), c_out=int(self.c_out), positions=int(self.positions),
+                   bias=bool(self.bias), dtype=check_dtype(self.dtype))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        specs = (TensorSpec("input", (self.n, self.c_in, self.positions), self.dtype),
+                 TensorSpec("weight", (self.c_out, self.c_in), self.dtype))
+        return specs + ((TensorSpec("bias", (self.c_out,), self.dtype),) if self.bias else ())
+
+    @property
+    def output(self) -> TensorSpec:
+        return TensorSpec("out", (self.n, self.c_out, self.positions), self.dtype)
+
+    @property
+    def reduction_length(self) -> int:
+        return self.c_in + self.bias
+
+    @property
+    def flops(self) -> int:
+        """As ``Conv2d``'s: two per multiply-add, one per bias add and relu, two per relu6."""
+        per_output = 2 * self.c_in + self.bias + ACTIVATION_FLOPS[self.activation]
+        return self.n * self.c_out * self.positions * per_output
+
+    def algorithm(self) -> Algorithm:
+        params = [input_param(spec) for spec in self.inputs]
+        image, weight = params[:2]
+        t = halide_type(self.dtype)
+        p, c, n = hl.Var("p"), hl.Var("c"), hl.Var("n")
+        r = hl.RDom([hl.Range(0, self.c_in)], "r")
+        xc, acc, out = hl.Func("Xc"), hl.Func("acc"), hl.Func("out")
+        xc[p, c, n] = image[p, c, n]
+        acc[p, c, n] = params[2][c] if self.bias else const(t, 0)
+        acc[p, c, n] += weight[r.x, c] * xc[p, r.x, n]
+        out[p, c, n] = activate(acc[p, c, n], self.activation, t)
+        out_extents = halide_extents(self.output.shape)
+        stages = [
+            Stage(xc, halide_extents(self.inputs[0].shape), consumer="acc", optional=True),
+            Stage(acc, out_extents, rdom=r),
+            Stage(out, out_extents),
+        ]
+        return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
+
+    def reference(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        y = np.einsum("oc,ncp->nop", weight.astype(np.float64), x.astype(np.float64), optimize=True)
+        if self.bias:
+            y += bias.astype(np.float64)[:, None]
+        return activated(y, self.activation).astype(self.dtype)
 
 
 @factory
@@ -177,3 +271,17 @@ def depthwise_conv2d(n: int, c: int, h: int, w: int, k, stride=1, pad=0, dilatio
     """
     check_positive(c=c)
     return Conv2d(n, c, h, w, c, k, stride, pad, dilation, c, bias, activation, dtype)
+
+
+@factory
+def conv1x1(n: int, c_in: int, c_out: int, positions: int, bias: bool = False, activation: str | None = None,
+            dtype: str = "float32") -> Conv1x1:
+    """A 1x1 convolution (stride 1, no padding) over ``positions`` flattened image
+    positions: ``conv2d(n, c_in, h, w, c_out, k=1)`` on arrays reshaped to
+    ``[n, c_in, h*w]`` and ``[c_out, c_in]``, computed as a matrix product.
+
+    >>> op = conv1x1(1, 64, 16, 55 * 55, bias=True, activation="relu")
+    >>> [s.shape for s in op.inputs], op.output.shape
+    ([(1, 64, 3025), (16, 64), (16,)], (1, 16, 3025))
+    """
+    return Conv1x1(n, c_in, c_out, positions, bias, activation, dtype)

@@ -186,6 +186,7 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d) -> Layer:
     operator = ops.conv2d(n, c, h, w, module.out_channels, k=module.kernel_size, stride=module.stride,
                           pad=_padding(module), dilation=module.dilation, groups=module.groups,
                           bias=module.bias is not None or norm is not None, activation=activation)
+    operator = operator.pointwise() or operator
     name = "+".join(_name(m) for m in nodes)
     return _make(name, "conv2d", operator, nodes, source, module, fallback, shape,
                  norm[1] if norm else None)

@@ -37,6 +37,7 @@ CASES = {  # the kernels in the plugin; node(op) is the Tengine node each one co
     "conv_b2_relu": ops.conv2d(2, 4, 7, 7, 8, k=3, stride=2, pad=1, bias=True, activation="relu"),
     "conv_g4_relu6": ops.conv2d(1, 8, 6, 6, 8, k=3, pad=1, groups=4, bias=True, activation="relu6"),
     "depthwise_b2": ops.depthwise_conv2d(2, 8, 6, 6, k=3, pad=1),  # no bias, no activation
+    "conv1x1_b2_relu6": ops.conv1x1(2, 6, 8, 35, bias=True, activation="relu6"),
     "fc": ops.fc(2, 32, 10),
     "maxpool_ceil": ops.max_pool2d(1, 4, 8, 8, k=3, stride=2, ceil_mode=True),
     "maxpool_pad": ops.max_pool2d(2, 4, 8, 8, k=3, stride=2, pad=1),
@@ -57,6 +58,8 @@ def conv_param(op, **change) -> str:
 
 def node(op) -> tuple[int, str]:
     """(op type, parameters) of the Tengine node that ``op`` computes."""
+    if isinstance(op, ops.Conv1x1):  # a 1x1 conv over an image of its positions
+        op = ops.conv2d(op.n, op.c_in, op.positions, 1, op.c_out, k=1, bias=op.bias, activation=op.activation)
     if isinstance(op, ops.Conv2d):
         return OP_CONV, conv_param(op)
     if isinstance(op, ops.FullyConnected):
@@ -135,6 +138,24 @@ def test_any_rank_with_the_same_memory_matches(host, plugin, tmp_path):
                                     shapes=[(2, 10, 1, 1), (2, 10, 1, 1)])
     assert printed[0] == "score 8000 plugin"
     np.testing.assert_allclose(out.reshape(2, 10), softmax.reference(inputs[0].reshape(2, 10)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_1x1_conv_kernel_serves_every_image_of_its_positions(host, plugin, tmp_path):
+    """Its positions flattened, a 1x1 conv computes the same on a 5x7 image as on a
+    7x5 or 35x1 one; a 1x1 conv of other channels whose input has as many elements
+    (its weights do not) stays Tengine's."""
+    for h, w in ((5, 7), (7, 5), (35, 1)):
+        conv = ops.conv2d(2, 6, h, w, 8, k=1, bias=True, activation="relu6")
+        shapes = [(2, 6, h, w), (8, 6, 1, 1), (8,), (2, 8, h, w)]
+        printed, out, inputs = run_host(host, plugin, tmp_path, conv, *node(conv), shapes=shapes)
+        assert printed[0] == "score 8000 plugin", (h, w)
+        rtol, atol = conv.tolerance
+        np.testing.assert_allclose(out.reshape(shapes[-1]), conv.reference(*inputs), rtol=rtol, atol=atol)
+    (tmp_path / "out.bin").unlink()
+    other = ops.conv2d(2, 3, 10, 7, 8, k=1, bias=True, activation="relu6")
+    printed, out, _ = run_host(host, plugin, tmp_path, other, *node(other),
+                               shapes=[(2, 3, 10, 7), (8, 3, 1, 1), (8,), (2, 8, 10, 7)])
+    assert printed == ["score 4000 builtin"] and out is None
 
 
 MISMATCHES = {  # name: (case, op type, param, shapes): every one must fall back to the built-in kernel

@@ -46,3 +46,17 @@ def single(op_type: str, shape=(2, 8), out=(2, 8), opset: int = OPSET, **attrs):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if out is None else list(out))
     graph = helper.make_graph([helper.make_node(op_type, ["x"], ["y"], **attrs)], op_type.lower(), [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def pointwise_pair():
+    """Two 1x1 convs, the first with its bias and a ReLU: [1, 6, 5, 7] -> [1, 4, 5, 7]."""
+    rng = np.random.default_rng(3)
+    inits = [_init(name, rng.uniform(-0.5, 0.5, shape))
+             for name, shape in (("wa", (8, 6, 1, 1)), ("ba", (8,)), ("wb", (4, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="expand", kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "wb"], ["y"], name="squeeze", kernel_shape=[1, 1])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 5, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 7])
+    return helper.make_model(helper.make_graph(nodes, "pointwise", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", OPSET)])

@@ -3,7 +3,7 @@ import pytest
 from operator_checks import assert_matches_reference, assert_well_formed
 
 from evokernel.errors import OperatorArgumentError, UnsupportedDtypeError
-from evokernel.operators import Conv2d, conv2d, depthwise_conv2d
+from evokernel.operators import Conv1x1, Conv2d, conv1x1, conv2d, depthwise_conv2d
 
 
 def conv_loops(x, weight, bias=None, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, activation=None):
@@ -142,3 +142,41 @@ def test_bad_dtype_and_depthwise_channels():
         conv2d(1, 3, 8, 8, 4, 3, dtype="float16")
     with pytest.raises(OperatorArgumentError, match="c must be a positive integer"):
         depthwise_conv2d(1, 0, 8, 8, 3)
+
+
+# -- the 1x1 convolution as a matrix product over positions ---------------------------
+
+POINTWISE = [conv2d(1, 5, 9, 7, 6, k=1), conv2d(2, 3, 4, 5, 7, k=1, bias=True, activation="relu6"),
+             conv2d(1, 4, 3, 3, 2, k=(1, 1), dilation=2, bias=True, activation="relu", dtype="float64")]
+
+
+@pytest.mark.parametrize("conv", POINTWISE, ids=str)
+def test_a_pointwise_conv_is_a_conv1x1_of_the_same_arrays(rng, conv):
+    op = conv.pointwise()
+    assert isinstance(op, Conv1x1) and op.flops == conv.flops and op.reduction_length == conv.reduction_length
+    arrays = [a * 4 for a in conv.random_inputs(rng)]
+    views = [a.reshape(spec.shape) for a, spec in zip(arrays, op.inputs)]
+    want = conv_loops(*arrays, dilation=conv.dilation, activation=conv.activation)
+    np.testing.assert_allclose(op.reference(*views).reshape(conv.output.shape), want, rtol=1e-5, atol=1e-5)
+    assert_well_formed(op)
+    assert_matches_reference(op, scale=4.0)
+    assert [(s.name, s.optional, s.consumer) for s in op.algorithm().stages] == [
+        ("Xc", True, "acc"), ("acc", False, None), ("out", False, None)]
+
+
+@pytest.mark.parametrize("conv", [conv2d(1, 4, 8, 8, 4, k=3, pad=1), conv2d(1, 4, 8, 8, 4, k=1, stride=2),
+                                  conv2d(1, 4, 8, 8, 4, k=1, pad=1), conv2d(1, 4, 8, 8, 4, k=1, groups=2),
+                                  conv2d(1, 4, 8, 8, 4, k=(1, 3), pad=(0, 1))], ids=str)
+def test_other_convs_are_not_pointwise(conv):
+    assert conv.pointwise() is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(positions=0), "positions must be a positive integer"),
+    (dict(c_out=-1), "c_out must be a positive integer"),
+    (dict(activation="tanh"), "unknown activation 'tanh'"),
+    (dict(bias="yes"), "bias must be True or False"),
+])
+def test_conv1x1_bad_arguments(kwargs, match):
+    with pytest.raises(OperatorArgumentError, match=match):
+        conv1x1(**{**dict(n=1, c_in=4, c_out=4, positions=9), **kwargs})

@@ -22,7 +22,7 @@ def test_docstring_examples_run(name):
 
 def test_exports():
     assert set(ops.__all__) <= set(dir(ops))
-    for name in ["matmul", "fc", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "relu", "relu6",
+    for name in ["matmul", "fc", "conv2d", "depthwise_conv2d", "conv1x1", "max_pool2d", "avg_pool2d", "relu", "relu6",
                  "add", "softmax", "custom", "Operator", "Stage", "Algorithm", "TensorSpec", "input_param",
                  "constrain"]:
         assert name in ops.__all__

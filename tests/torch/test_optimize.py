@@ -328,6 +328,21 @@ def test_an_activation_is_fused_only_into_the_conv_whose_output_it_alone_reads()
     assert set(fused) == {"0+1"} and "activation=relu6" in fused["0+1"]
 
 
+def test_a_1x1_conv_with_its_batch_norm_runs_as_a_matrix_product(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 5, 1, bias=False), nn.BatchNorm2d(5), nn.ReLU()).eval()
+    randomize(model[1])
+    x = torch.randn(1, 6, 7, 9)
+    layers, _ = mapped(model, x)
+    assert layers == {"0+1+2": "conv1x1(n=1,c_in=6,c_out=5,positions=63,bias=True,activation=relu,dtype=float32)"}
+    tmp_path.chmod(0o700)
+    fast = ek.torch.optimize(model, x, budget=3, seed=0, evaluator="local", cache_dir=tmp_path, progress=False)
+    with torch.inference_mode(), OpLog() as log:
+        y = fast(x)
+    assert log.evokernel() == ["evokernel::conv2d"]
+    assert_close(y, model(x))
+
+
 def test_only_an_eval_mode_batch_norm_that_alone_reads_a_conv_is_folded():
     class TwoReaders(nn.Module):
         def __init__(self):

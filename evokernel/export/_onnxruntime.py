@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._format import format_seconds, table
 from ._c import (ExportError, ExportedKernel, check_identifier, combined_object, entries, link_shared, output_dir,
                  sanitize, wrappers)
+from ._onnxruntime_timing import step_times
 
 DOMAIN = "evokernel"
 _TABLE_MARK = "/* EK_OP_TABLE */"
@@ -135,8 +137,8 @@ def _wired_shapes(step, shapes: dict) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
-def _plan(network, proto, kernels: dict, items: dict) -> tuple[list[_Rewrite], list[_Op]]:
-    """One rewrite per step that has a kernel; one op per kernel and wired shapes."""
+def _plan(network, proto, kernels: dict, items: dict) -> list[_Rewrite]:
+    """One rewrite per step that has a kernel, calling one op per kernel and wired shapes."""
     nodes = list(proto.graph.node)
     names = _node_names(nodes)
     shapes = network.value_shapes
@@ -153,7 +155,12 @@ def _plan(network, proto, kernels: dict, items: dict) -> tuple[list[_Rewrite], l
             ops[key] = _Op(f"{family}_{counts[family]}", items[step.operator.key], wired)
             counts[family] += 1
         rewrites.append(_Rewrite(_chain(nodes, names, step), step.name, ops[key], step.args, step.outputs[0]))
-    return rewrites, list(ops.values())
+    return rewrites
+
+
+def _ops_of(rewrites: list[_Rewrite]) -> list[_Op]:
+    """The ops ``rewrites`` call, each once, in their order."""
+    return list({r.op.name: r.op for r in rewrites}.values())
 
 
 # -- the library -------------------------------------------------------------------------
@@ -191,12 +198,21 @@ def _ops_source() -> str:
     return resources.files(__package__).joinpath("_onnxruntime_ops.c").read_text()
 
 
-def _build_library(items: list[ExportedKernel], ops: list[_Op], domain: str, name: str, path: Path,
-                   tmp: Path) -> None:
-    head, tail = _ops_source().split(_TABLE_MARK)
-    source = "\n".join([f"#define EK_DOMAIN {_c_string(domain)}", wrappers(items, name), head, _table(ops), tail])
-    obj = combined_object(items, source, ["RegisterCustomOps", f"{name}_set_num_threads"], tmp)
-    link_shared(obj, path, items[0].target)
+def _library(ops: list[_Op], name: str, tmp: Path) -> tuple[Path, str]:
+    """The library of ``ops`` (with the kernels they call) and its domain, built
+    under ``tmp`` unless the same library was built there already."""
+    domain = _domain(name, ops)
+    work = tmp / domain
+    path = work / f"lib{name}.so"
+    if not path.exists():
+        work.mkdir()
+        items = list({op.entry.name: op.entry for op in ops}.values())
+        head, tail = _ops_source().split(_TABLE_MARK)
+        source = "\n".join([f"#define EK_DOMAIN {_c_string(domain)}", wrappers(items, name), head, _table(ops),
+                            tail])
+        obj = combined_object(items, source, ["RegisterCustomOps", f"{name}_set_num_threads"], work)
+        link_shared(obj, path, items[0].target)
+    return path, domain
 
 
 # -- the rewritten model -------------------------------------------------------------------
@@ -211,8 +227,6 @@ def _fresh(taken: set[str], base: str) -> str:
 
 def _rewritten(onnx, proto, rewrites: list[_Rewrite], domain: str):
     """A copy of ``proto`` whose tuned nodes are custom nodes of ``domain``."""
-    from onnx import helper, numpy_helper
-
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
@@ -220,27 +234,81 @@ def _rewritten(onnx, proto, rewrites: list[_Rewrite], domain: str):
         | {v.name for v in graph.input}
     replaced = {i for r in rewrites for i in r.indexes}
     node_names = {n.name for i, n in enumerate(graph.node) if i not in replaced}
-    inserted = {}
-    for r in rewrites:
-        inputs = []
-        for i, arg in enumerate(r.args):
-            if isinstance(arg, str):
-                inputs.append(arg)
-                continue
-            inputs.append(_fresh(taken, f"{sanitize(r.name) or 'step'}_evokernel_arg{i}"))
-            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arg, np.float32), inputs[-1]))
-        node = helper.make_node(r.op.name, inputs, [r.output], name=_fresh(node_names, r.name), domain=domain,
-                                doc_string=f"evokernel: {r.op.entry.kernel.signature.key}")
-        inserted[max(r.indexes)] = node  # after every input is made, before the output is read
+    inserted = {max(r.indexes): _custom_node(graph, r, domain, taken, node_names) for r in rewrites}
+    # each custom node after every input is made, before the output is read
     nodes = [inserted.get(i, n) for i, n in enumerate(graph.node) if i not in replaced or i in inserted]
     del graph.node[:]
     graph.node.extend(nodes)
     _drop_unused(graph)
-    model.opset_import.append(helper.make_opsetid(domain, 1))
+    _finish(model, domain)
+    return model
+
+
+def _custom_node(graph, rewrite: _Rewrite, domain: str, taken: set[str], node_names: set[str]):
+    """The custom node of ``rewrite``, its constant arguments added to ``graph``
+    as initializers under names not in ``taken``."""
+    from onnx import helper, numpy_helper
+
+    inputs = []
+    for i, arg in enumerate(rewrite.args):
+        if isinstance(arg, str):
+            inputs.append(arg)
+            continue
+        inputs.append(_fresh(taken, f"{sanitize(rewrite.name) or 'step'}_evokernel_arg{i}"))
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arg, np.float32), inputs[-1]))
+    return helper.make_node(rewrite.op.name, inputs, [rewrite.output], name=_fresh(node_names, rewrite.name),
+                            domain=domain, doc_string=f"evokernel: {rewrite.op.entry.kernel.signature.key}")
+
+
+def _finish(model, domain: str | None) -> None:
+    """Import ``domain``; where the IR version wants it, declare initializers as inputs."""
+    from onnx import helper
+
+    if domain is not None:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    graph = model.graph
     if model.ir_version < 4:  # initializers were graph inputs too then
         known = {v.name for v in graph.input}
         graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                            for t in graph.initializer if t.name not in known)
+
+
+def _step_models(onnx, proto, rewrite: _Rewrite, shapes: dict, domain: str) -> tuple[bytes, bytes]:
+    """Two models of one step alone, serialised: its original nodes (with the
+    initializers and Constant nodes they read), and its custom node."""
+    from onnx import TensorProto, helper
+
+    def value(name: str):
+        if name not in shapes:
+            raise ExportError(f"step {rewrite.name}: the shape of {name!r} is not known")
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
+
+    nodes = [proto.graph.node[i] for i in rewrite.indexes]
+    made = {v for n in nodes for v in n.output}
+    needed = list(dict.fromkeys(v for n in nodes for v in n.input if v and v not in made))
+    initializers = {t.name: t for t in proto.graph.initializer if t.name in needed}
+    constants = {n.output[0]: n for n in proto.graph.node
+                 if n.op_type == "Constant" and n.output[0] in needed and n.output[0] not in initializers}
+    original = _alone(onnx, proto, [*constants.values(), *nodes], list(initializers.values()),
+                      [value(v) for v in needed if v not in initializers and v not in constants], value(rewrite.output))
+    custom = _alone(onnx, proto, [], [], [value(a) for a in rewrite.args if isinstance(a, str)], value(rewrite.output))
+    taken = {a for a in rewrite.args if isinstance(a, str)} | {rewrite.output}
+    custom.graph.node.append(_custom_node(custom.graph, rewrite, domain, taken, set()))
+    _finish(original, None)
+    _finish(custom, domain)
+    return original.SerializeToString(), custom.SerializeToString()
+
+
+def _alone(onnx, proto, nodes, initializers, inputs, output):
+    """A copy of ``proto`` (its opsets and metadata) whose graph is just these."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    del graph.node[:], graph.input[:], graph.output[:], graph.initializer[:], graph.value_info[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    graph.input.extend(inputs)
+    graph.output.append(output)
     return model
 
 
@@ -267,7 +335,8 @@ def _model_file(network, directory: Path) -> Path:
 
 
 # -- the public function ---------------------------------------------------------------------
-def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[Path, Path]:
+def export_onnxruntime(model, directory, name: str = "evokernel_ort",
+                       min_speedup: float | None = None) -> tuple[Path, Path]:
     """Write ``lib<name>.so`` and ``<model>.evokernel.onnx`` into ``directory``:
     ONNX Runtime runs the tuned kernels of ``model`` (an ``ek.TunedModel``) for
     the nodes they were tuned for. Returns the two paths.
@@ -283,13 +352,21 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[P
     Runtime) and needs ONNX Runtime 1.16 or later (C API version 16). The library
     exports only ``RegisterCustomOps`` and ``<name>_set_num_threads``.
 
-    Threads: the kernels run on the library's own Halide thread pool (one worker
-    per core, or ``HL_NUM_THREADS``), ONNX Runtime's nodes on its intra-op pool.
-    In sequential execution (the default) one node runs at a time, so the pools
-    take turns on the cores rather than compete; when most nodes are ours, set
+    ``min_speedup`` leaves to ONNX Runtime every node its own kernels run nearly as
+    fast: each op's first node is timed alone in ONNX Runtime (installed here) both
+    ways, side by side, and a kernel less than ``min_speedup`` times faster there
+    is left out (``1.0``: the faster of the two runs each node). Beside the model,
+    ``<model>.evokernel.report.txt`` lists every tuned node with its tuned time,
+    those times where measured, and where it runs.
+
+    Threads: the kernels' parallel loops run on the session's intra-op threads
+    (``intra_op_num_threads``; ONNX Runtime 1.17 or later), as ONNX Runtime's own
+    kernels do, so the cores are never shared by two thread pools and the session's
+    settings apply to every node. With ONNX Runtime 1.16 they run on the library's
+    own Halide thread pool (one worker per core, or ``HL_NUM_THREADS``; capped with
+    ``ctypes.CDLL(lib).<name>_set_num_threads(n)``); there, set
     ``session.intra_op.allow_spinning`` to ``"0"`` so that idle ONNX Runtime
-    workers yield the cores at once, and cap our pool (several sessions at once)
-    with ``ctypes.CDLL(lib).<name>_set_num_threads(n)``.
+    workers yield the cores to it.
 
     >>> import tempfile, numpy as np, onnxruntime as ort, evokernel as ek
     >>> from onnx import helper, TensorProto
@@ -305,6 +382,9 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[P
     True
     """
     check_identifier(name, "the library name")
+    if min_speedup is not None and (isinstance(min_speedup, bool) or not isinstance(min_speedup, (int, float))
+                                    or not math.isfinite(min_speedup) or min_speedup <= 0):
+        raise ExportError(f"min_speedup must be a positive number, got {min_speedup!r}")
     network = _network(model)
     onnx = _onnx()
     kernels = _kernels_of(model, network)
@@ -312,18 +392,63 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort") -> tuple[P
     items = dict(zip(kernels, entries(list(kernels.values()), name)))
     proto = onnx.ModelProto()
     proto.ParseFromString(network.model_bytes)
-    rewrites, ops = _plan(network, proto, kernels, items)
-    domain = _domain(name, ops)
-    rewritten = _rewritten(onnx, proto, rewrites, domain)
-    try:
-        onnx.checker.check_model(rewritten)
-    except (onnx.checker.ValidationError, ValueError) as error:  # a bug here, never the user's
-        raise ExportError(f"the rewritten model is not valid ONNX: {str(error).splitlines()[0]}") from error
+    rewrites = _plan(network, proto, kernels, items)
     lib, model_path = directory / f"lib{name}.so", _model_file(network, directory)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".evokernel-export") as tmp:
         tmp = Path(tmp)
-        _build_library(list(items.values()), ops, domain, name, tmp / lib.name, tmp)
+        times = {} if min_speedup is None else _timed(onnx, proto, network, rewrites, name, tmp)
+        kept = [r for r in rewrites if _kept(times.get(r.op.name), min_speedup)]
+        report = _report(rewrites, kept, times, min_speedup)
+        if not kept:
+            raise ExportError(f"no tuned node is at least {min_speedup}x faster than ONNX Runtime's:\n{report}")
+        built, domain = _library(_ops_of(kept), name, tmp)  # the trial library where every op is kept
+        rewritten = _rewritten(onnx, proto, kept, domain)
+        try:
+            onnx.checker.check_model(rewritten)
+        except (onnx.checker.ValidationError, ValueError) as error:  # a bug here, never the user's
+            raise ExportError(f"the rewritten model is not valid ONNX: {str(error).splitlines()[0]}") from error
         (tmp / model_path.name).write_bytes(rewritten.SerializeToString())
-        for path in (lib, model_path):
-            (tmp / path.name).replace(path)
+        (tmp / "report.txt").write_text(report)
+        built.replace(lib)
+        (tmp / model_path.name).replace(model_path)
+        (tmp / "report.txt").replace(model_path.with_suffix(".report.txt"))
     return lib, model_path
+
+
+def _timed(onnx, proto, network, rewrites: list[_Rewrite], name: str,
+           tmp: Path) -> dict[str, "tuple[float, float] | str"]:
+    """Op name -> ONNX Runtime's seconds per call of its first step alone, run by
+    ONNX Runtime and by a trial library with every op (or why it was not timed)."""
+    trial, domain = _library(_ops_of(rewrites), name, tmp)
+    first = {r.op.name: r for r in reversed(rewrites)}
+    pairs, reasons = {}, {}
+    for r in first.values():
+        try:
+            pairs[r.op.name] = _step_models(onnx, proto, r, network.value_shapes, domain)
+        except ExportError as error:
+            reasons[r.op.name] = f"not timed: {error}"
+    timed = step_times(list(pairs.values()), str(trial))
+    return {**reasons, **dict(zip(pairs, timed))}
+
+
+def _kept(times: "tuple[float, float] | str | None", min_speedup: float | None) -> bool:
+    """Whether a step runs its kernel: always, unless both times are known and
+    ONNX Runtime's is less than ``min_speedup`` times the kernel's."""
+    if min_speedup is None or not isinstance(times, tuple):
+        return True
+    return times[0] / times[1] >= min_speedup
+
+
+def _report(rewrites: list[_Rewrite], kept: list[_Rewrite], times: dict, min_speedup: float | None) -> str:
+    """The report written beside the model: every tuned node, its times, where it runs."""
+    rows, names = [], {r.name for r in kept}
+    for r in rewrites:
+        timed = times.get(r.op.name)
+        ort, ours = timed if isinstance(timed, tuple) else (None, None)
+        rows.append([r.name, r.op.name, format_seconds(r.op.entry.kernel.stats.time), format_seconds(ort),
+                     format_seconds(ours), f"{ort / ours:.2f}x" if ours else "",
+                     "evokernel" if r.name in names else "ONNX Runtime", timed if isinstance(timed, str) else ""])
+    rule = "" if min_speedup is None else \
+        f" (nodes under {min_speedup}x ONNX Runtime's speed, each timed alone in it, left to ONNX Runtime)"
+    head = ["node", "op", "tuned", "ONNX Runtime", "evokernel in ONNX Runtime", "speedup", "runs in", "note"]
+    return f"{len(kept)} of {len(rewrites)} tuned nodes on evokernel kernels{rule}\n\n{table(head, rows)}\n"

@@ -17,6 +17,13 @@
  * op was exported for (dense float32 of exactly the ONNX shape of the value it is
  * wired to) and returns an error status otherwise: a tensor is handed to a kernel
  * only when it holds exactly the memory the kernel was tuned for.
+ *
+ * Threads: where ONNX Runtime gives API version 17 (ONNX Runtime 1.17 or later),
+ * a kernel's parallel loops run on the session's intra-op threads
+ * (KernelContext_ParallelFor), as ONNX Runtime's own kernels do: the cores are
+ * never shared by two pools, and no pool wakes up per node. A parallel loop nested
+ * in another runs serially in its thread. Older releases run them on the
+ * library's own Halide thread pool.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,7 +41,7 @@ typedef struct OrtValue OrtValue;
 typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
 struct ek_custom_op;
 
-enum { EK_ORT_API_VERSION = 16 };
+enum { EK_ORT_API_VERSION = 16, EK_ORT_PARALLEL_VERSION = 17 };
 enum { EK_ORT_FAIL = 1, EK_ORT_INVALID_ARGUMENT = 2 };    /* OrtErrorCode */
 enum { EK_ORT_FLOAT = 1 };                                 /* ONNXTensorElementDataType */
 enum { EK_ORT_REQUIRED = 0 };                              /* OrtCustomOpInputOutputCharacteristic */
@@ -73,6 +80,9 @@ struct ek_ort_api {
     void (*release_tensor_type_and_shape_info)(OrtTensorTypeAndShapeInfo *info);                /* 99 */
     void *slot_100;
     void (*release_custom_op_domain)(OrtCustomOpDomain *domain);                                /* 101 */
+    void *slots_102_273[172];
+    OrtStatus *(*kernel_context_parallel_for)(const OrtKernelContext *context, void (*fn)(void *, size_t),
+                                              size_t total, size_t num_batch, void *data);   /* 274, version 17 */
 };
 
 #define EK_SLOT(field, index) \
@@ -86,6 +96,7 @@ EK_SLOT(kernel_context_get_output, 91);
 EK_SLOT(release_status, 93);
 EK_SLOT(release_tensor_type_and_shape_info, 99);
 EK_SLOT(release_custom_op_domain, 101);
+EK_SLOT(kernel_context_parallel_for, 274);
 
 /* OrtCustomOp as API version 16 lays it out; ONNX Runtime reads only the fields
  * that the `version` field says exist. */
@@ -243,6 +254,45 @@ static OrtStatus *ek_input(const struct ek_op *op, OrtKernelContext *context, in
     return ek_api->get_tensor_mutable_data((OrtValue *)value, (void **)data);
 }
 
+/* -- parallel loops on ONNX Runtime's intra-op threads ------------------------------ */
+static OrtStatus *(*ek_parallel_for)(const OrtKernelContext *, void (*)(void *, size_t), size_t, size_t, void *);
+static __thread const OrtKernelContext *ek_context; /* the node this thread computes, while it does */
+static __thread int ek_in_loop;                     /* inside an iteration of a loop run by ONNX Runtime */
+
+struct ek_loop {
+    void *user_context;
+    halide_task_t task;
+    int min, rc;
+    uint8_t *closure;
+};
+
+static void ek_iteration(void *data, size_t i) {
+    struct ek_loop *loop = data;
+    int was = ek_in_loop, rc;
+    ek_in_loop = 1;
+    rc = loop->task(loop->user_context, loop->min + (int)i, loop->closure);
+    ek_in_loop = was;
+    if (rc) __atomic_store_n(&loop->rc, rc, __ATOMIC_RELAXED);
+}
+
+static int ek_do_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
+    if (ek_in_loop) { /* nested: this thread already holds one of the session's cores */
+        for (int i = 0; i < size; i++) {
+            int rc = task(user_context, min + i, closure);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (!ek_context || size < 2) return halide_default_do_par_for(user_context, task, min, size, closure);
+    struct ek_loop loop = {user_context, task, min, 0, closure};
+    OrtStatus *status = ek_parallel_for(ek_context, ek_iteration, (size_t)size, 0, &loop);
+    if (status) {
+        ek_api->release_status(status);
+        return halide_error_code_generic_error;
+    }
+    return loop.rc;
+}
+
 static OrtStatus *ek_compute(void *kernel, OrtKernelContext *context) {
     const struct ek_op *op = kernel;
     const struct ek_shape *out = &op->shapes[op->inputs];
@@ -259,7 +309,10 @@ static OrtStatus *ek_compute(void *kernel, OrtKernelContext *context) {
     status = ek_api->kernel_context_get_output(context, 0, out->dims, (size_t)out->rank, &output);
     if (!status) status = ek_api->get_tensor_mutable_data(output, (void **)&tensors[op->inputs]);
     if (status) return status;
-    if (op->call(tensors) != 0)
+    ek_context = ek_parallel_for ? context : NULL;
+    int rc = op->call(tensors);
+    ek_context = NULL;
+    if (rc != 0)
         return ek_error(EK_ORT_FAIL, "evokernel op %s (%s) failed: %s", op->name, op->kernel,
                         EK_CAT(EK_PREFIX, _last_error)());
     return NULL;
@@ -279,6 +332,13 @@ static OrtStatus *ek_unsupported_runtime(const struct ek_ort_api_base *base) {
     return NULL;
 }
 
+/* Parallel loops on the intra-op threads, where `api` (version 17) has them. */
+static void ek_use_onnxruntime_threads(const struct ek_ort_api *api) {
+    if (!api || __atomic_load_n(&ek_parallel_for, __ATOMIC_ACQUIRE)) return;
+    __atomic_store_n(&ek_parallel_for, api->kernel_context_parallel_for, __ATOMIC_RELEASE);
+    halide_set_custom_do_par_for(ek_do_par_for);
+}
+
 /* Adds the domain EK_DOMAIN with every op to `options`. A domain object is made
  * per call and never released: ONNX Runtime needs it as long as any session made
  * from `options` lives, which this library cannot know. */
@@ -290,6 +350,7 @@ EK_PUBLIC OrtStatus *RegisterCustomOps(OrtSessionOptions *options, const struct 
     api = base->get_api(EK_ORT_API_VERSION);
     if (!api) return ek_unsupported_runtime(base);
     __atomic_store_n(&ek_api, api, __ATOMIC_RELEASE);
+    ek_use_onnxruntime_threads(base->get_api(EK_ORT_PARALLEL_VERSION));
     if ((status = api->create_custom_op_domain(EK_DOMAIN, &domain))) return status;
     for (int i = 0; i < ek_op_count && !status; i++) status = api->custom_op_domain_add(domain, &ek_ops[i].ort);
     if (!status) status = api->add_custom_op_domain(options, domain);

@@ -4,6 +4,8 @@ real onnxruntime (no mocks), against onnxruntime running the original model."""
 from __future__ import annotations
 
 import ctypes
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from onnx import TensorProto, helper
 import evokernel as ek
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the small ONNX graphs of the model tests
-from _graphs import small_cnn
+from _graphs import pointwise_pair, small_cnn
 
 SHAPE = (2, 4, 12, 12)
 CPU = ["CPUExecutionProvider"]
@@ -108,6 +110,67 @@ def test_a_node_whose_kernel_is_missing_stays_onnxruntimes(tuned, tmp_path):
                                rtol=1e-4, atol=1e-6)
 
 
+ROW = re.compile(r"^(\S+) .*?(?:(\d+\.\d+)x)?\s+(evokernel|ONNX Runtime)\s*(.*)$")
+
+
+def report_rows(path: Path) -> dict[str, tuple]:
+    """Node -> (speedup or None, where it runs, note), from the report beside ``path``."""
+    lines = path.with_suffix(".report.txt").read_text().splitlines()[3:]
+    return {m[1]: (float(m[2]) if m[2] else None, m[3], m[4]) for m in map(ROW.match, lines)}
+
+
+def test_1x1_convs_run_as_matrix_products_of_their_positions(make_cache, tmp_path):
+    """Imported as conv1x1 (the image's positions flattened), their weights stored as
+    [c_out, c_in]; the executor and ONNX Runtime with the library equal ONNX Runtime."""
+    model = pointwise_pair()
+    net = ek.tune_model(model, budget=6, seed=0, evaluator="local", cache_dir=make_cache("pointwise"),
+                        progress=False)
+    assert sorted(k.signature.key for k in net.kernels) == [
+        "conv1x1(n=1,c_in=6,c_out=8,positions=35,bias=True,activation=relu,dtype=float32)",
+        "conv1x1(n=1,c_in=8,c_out=4,positions=35,bias=False,activation=None,dtype=float32)"]
+    x = np.random.default_rng(4).random((1, 6, 5, 7), dtype=np.float32)
+    want = reference(model, x=x)
+    np.testing.assert_allclose(net(x), want, rtol=1e-4, atol=1e-6)
+    lib, path = ek.export_onnxruntime(net, tmp_path)
+    rewritten = onnx.load(str(path))
+    assert [n.name for n in evokernel_nodes(rewritten)] == ["expand+relu", "squeeze"]
+    stored = {t.name: t.dims for t in rewritten.graph.initializer}
+    assert sorted(map(list, stored.values())) == [[4, 8], [8], [8, 6]]
+    np.testing.assert_allclose(session(path, lib).run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-6)
+
+
+def test_the_report_lists_every_tuned_node(exported):
+    (_, path), _ = exported
+    rows = report_rows(path)
+    assert len(rows) == 7 and {where for _, where, _ in rows.values()} == {"evokernel"}
+    assert path.with_suffix(".report.txt").read_text().startswith("7 of 7 tuned nodes on evokernel kernels\n")
+
+
+def test_min_speedup_leaves_the_nodes_onnxruntime_runs_faster_to_it(tuned, tmp_path):
+    """Each op's node is timed alone in the real onnxruntime both ways; those whose
+    kernel is less than ``min_speedup`` times faster keep their original nodes, and
+    the model still computes what the original does. The rule is set between the
+    speedups a first export measured, so that some nodes fall on each side."""
+    cnn, _ = tuned
+    everything = ek.export_onnxruntime(cnn, tmp_path / "all", min_speedup=1e-9)[1]
+    assert len(evokernel_nodes(onnx.load(str(everything)))) == 7
+    measured = sorted(speedup for speedup, _, _ in report_rows(everything).values())
+    assert len(measured) == 7 and None not in measured
+    rule = measured[2] + 0.005  # halfway between two speedups as the report rounds them: no tie to misread
+    lib, path = ek.export_onnxruntime(cnn, tmp_path, min_speedup=rule)
+    rows = report_rows(path)
+    assert len(rows) == 7 and all(speedup is not None for speedup, _, _ in rows.values())
+    ours = {n.name for n in evokernel_nodes(onnx.load(str(path)))}
+    assert ours and ours == {name for name, (speedup, where, _) in rows.items() if where == "evokernel"}
+    assert all((speedup >= rule) == (name in ours) for name, (speedup, _, _) in rows.items())
+    x = np.random.default_rng(3).random(SHAPE, dtype=np.float32)
+    np.testing.assert_allclose(session(path, lib).run(None, {"x": x})[0], reference(small_cnn(), x=x),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(ek.ExportError, match=r"no tuned node is at least 1000000000.0x faster(.|\n)*fc "):
+        ek.export_onnxruntime(cnn, tmp_path / "none", min_speedup=1e9)
+    assert not list((tmp_path / "none").glob("*"))
+
+
 def test_a_wrong_shape_at_run_time_is_an_onnxruntime_error_naming_it(exported):
     (lib, path), _ = exported
     model = onnx.load(str(path))  # its input is static, which onnxruntime checks itself: make it dynamic
@@ -142,6 +205,41 @@ def test_two_different_libraries_run_in_one_session(exported):
     expected = reference(head(), x=reference(small_cnn(), x=x))
     np.testing.assert_allclose(session(both, cnn_lib, head_lib).run(None, {"x": x})[0], expected,
                                rtol=1e-4, atol=1e-6)
+
+
+THREADS_PROBE = """
+import json, os, sys
+import numpy as np, onnxruntime as ort, evokernel as ek
+lib, model, bundle = sys.argv[1:4]
+threads = lambda: len(os.listdir("/proc/self/task"))
+options = ort.SessionOptions()
+options.intra_op_num_threads = 2
+options.register_custom_ops_library(lib)
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+start = threads()
+for _ in range(3):
+    session.run(None, {"x": np.random.default_rng(0).random((2, 4, 12, 12), dtype=np.float32)})
+after_session = threads()
+kernel = ek.load_kernel(bundle, trusted=True)
+kernel(*(np.ones(s.shape, np.float32) for s in kernel.signature.inputs))
+print(json.dumps({"start": start, "after_session": after_session, "after_kernel": threads()}))
+"""
+
+
+def test_kernels_run_their_parallel_loops_on_onnxruntimes_intra_op_threads(tuned, exported, tmp_path):
+    """In a session, the process gains no thread (the loops ran on the session's
+    intra-op pool); one of the same kernels called from NumPy starts Halide's pool."""
+    cnn, _ = tuned
+    (lib, path), _ = exported
+    parallel = next((k for k in cnn.kernels if ".parallel(" in k.schedule), None)
+    assert parallel is not None, "no tuned kernel has a parallel loop to place"
+    bundle = parallel.save(tmp_path / "parallel.ekb")
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(lib), str(path), str(bundle)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["after_session"] == seen["start"], seen
+    assert seen["after_kernel"] > seen["after_session"], seen
 
 
 def test_the_library_exports_only_its_entry_points(exported):
@@ -204,6 +302,9 @@ def test_bad_arguments_are_export_errors(tuned, tmp_path):
         ek.export_onnxruntime(cnn, tmp_path / "file")
     with pytest.raises(ek.ExportError, match="the library name must be a C identifier"):
         ek.export_onnxruntime(cnn, tmp_path, name="my-lib")
+    for bad in (0, -1.0, float("nan"), "2", True):
+        with pytest.raises(ek.ExportError, match="min_speedup must be a positive number"):
+            ek.export_onnxruntime(cnn, tmp_path, min_speedup=bad)
     assert not list(tmp_path.glob("*.so"))
 
 

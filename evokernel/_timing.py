@@ -1,6 +1,7 @@
-"""One timing protocol for every method, run side by side in this process
-(``SideBySide``: not to be confused with ``evokernel.evaluators.Protocol``, how
-the tuner times a candidate).
+"""One timing protocol for methods run side by side in this process: the bench's
+peers, an exporter's choice between an engine's kernel and ours (``SideBySide``:
+not to be confused with ``evokernel.evaluators.Protocol``, how the tuner times a
+candidate).
 
 Each method is a call with no arguments (its inputs and output are bound already).
 First each method finds how many calls last ``min_time`` (batches of 1, 2, 4...
@@ -10,6 +11,9 @@ the order rotates from round to round, so every method sees the same machine noi
 A slow method (an unscheduled pipeline can take seconds) stops once it has spent
 ``max_seconds`` and has ``min_rounds`` samples, or at ``4 * max_seconds`` with fewer
 (a pathological kernel must not hold up the suite). The result is the median sample.
+Methods that run on other libraries' thread pools can ask for a pause before each
+batch and one untimed call (``settle``), so that no batch starts while the previous
+method's idle workers still spin on the cores, or with its own asleep.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class SideBySide:
     min_time: float = 0.05
     min_rounds: int = 3
     max_seconds: float = 6.0
+    settle: float = 0.0  # seconds of pause before each batch, then one untimed call (none at 0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ def time_side_by_side(methods: Mapping[str, Callable[[], object]], protocol: Sid
     calls = dict.fromkeys(names, 0)
 
     def run(name: str, n: int) -> float:
+        if protocol.settle:
+            time.sleep(protocol.settle)
+            methods[name]()
         start = time.perf_counter()
         for _ in range(n):
             methods[name]()

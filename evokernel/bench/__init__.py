@@ -27,9 +27,9 @@ from ._cli import main
 from ._report import markdown, write
 from ._roofline import Roofline, bound, measure
 from ._run import Config, machine, run
-from ._suite import SHAPES, SUITE, SUITES, Case, select
-from ._timing import SideBySide, Timing, time_side_by_side
+from ._suite import CLASSES, SHAPES, SUITE, SUITES, Case, select
+from .._timing import SideBySide, Timing, time_side_by_side
 
-__all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "SUITES", "select", "SideBySide", "Timing", "time_side_by_side",
+__all__ = ["main", "run", "Config", "Case", "SUITE", "SHAPES", "CLASSES", "SUITES", "select", "SideBySide", "Timing", "time_side_by_side",
            "AUTOSCHEDULERS", "Compiled", "compile_isolated", "numpy_baseline", "torch_baseline", "markdown", "write",
            "Roofline", "measure", "bound", "machine"]

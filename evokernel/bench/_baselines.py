@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..operators import Add, Conv2d, FullyConnected, MatMul, Operator, Pool2d, Relu, Relu6, Softmax
+from ..operators import Add, Conv1x1, Conv2d, FullyConnected, MatMul, Operator, Pool2d, Relu, Relu6, Softmax
 
 Call = Callable[[], object]
 
@@ -41,6 +41,8 @@ def _numpy_function(op: Operator) -> Callable[..., np.ndarray] | None:
             np.matmul(x, w.T, out=out), b, out=out)
     if isinstance(op, Conv2d):
         return _numpy_conv(op)
+    if isinstance(op, Conv1x1):
+        return lambda x, w, b=None: _numpy_epilogue(np.matmul(w, x, out=out), b, op.activation)
     if isinstance(op, Pool2d):
         return _numpy_pool(op)
     if isinstance(op, Relu):
@@ -86,14 +88,19 @@ def _numpy_conv(op: Conv2d) -> Callable[..., np.ndarray] | None:
                     y += win[..., i, j] * w[None, :, 0, i, j, None, None]
         else:  # im2col by tensordot: one BLAS product
             y = np.tensordot(w, win, axes=([1, 2, 3], [1, 4, 5])).transpose(1, 0, 2, 3)
-        if b is not None:
-            y += b[:, None, None]
-        if op.activation == "relu":
-            np.maximum(y, 0, out=y)
-        elif op.activation == "relu6":
-            np.clip(y, 0, 6, out=y)
-        return y
+        return _numpy_epilogue(y, b, op.activation)
     return conv
+
+
+def _numpy_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None) -> np.ndarray:
+    """``y`` (channels at axis 1, any rank), plus ``bias`` per channel, through ``activation``, in place."""
+    if bias is not None:
+        y += bias.reshape(-1, *[1] * (y.ndim - 2))
+    if activation == "relu":
+        np.maximum(y, 0, out=y)
+    elif activation == "relu6":
+        np.clip(y, 0, 6, out=y)
+    return y
 
 
 def _numpy_pool(op: Pool2d) -> Callable[..., np.ndarray]:
@@ -156,6 +163,16 @@ def _torch_function(op: Operator, out) -> Callable | None:
         top = 6.0 if op.activation == "relu6" else None
         return lambda x, w, b=None: _activate(F.conv2d(x, w, b, op.stride, op.padding, op.dilation, op.groups),
                                               op.activation, top)
+    if isinstance(op, Conv1x1):
+        top = 6.0 if op.activation == "relu6" else None
+
+        def conv1x1(x, w, b=None):  # W @ x[n] for every image, the bias added in the same call
+            if b is None:
+                return _activate(torch.matmul(w, x, out=out), op.activation, top)
+            n = x.shape[0]
+            return _activate(torch.baddbmm(b[:, None].expand(n, -1, -1), w.expand(n, -1, -1), x, out=out),
+                             op.activation, top)
+        return conv1x1
     if isinstance(op, Pool2d) and op.method == "max":
         return lambda x: F.max_pool2d(x, op.kernel, op.stride, op.padding, ceil_mode=op.ceil_mode)
     if isinstance(op, Pool2d):

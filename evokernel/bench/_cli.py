@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=list(SUITES), default="default",
                         help="default: standard NN operators (gemm, fc, conv2d, depthwise, max pool, ReLU, "
                              "softmax) at common sizes, each with its goals, used without --suite; shapes: other "
-                             "sizes of them, with the same goals")
+                             "sizes of them, with the same goals; classes: matrix-vector, small-batch fc, a tiny "
+                             "gemm, a 1x1 conv, global average and padded max pooling")
     parser.add_argument("--only", help="comma-separated operators of the suite: "
                         + "; ".join(f"{name}: {','.join(c.name for c in cases)}" for name, cases in SUITES.items()))
     parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,

@@ -12,7 +12,7 @@ from ..errors import EvokernelError
 from ..evaluators import CHECK_ONLY, Outcome, Task, WorkerProcess
 from ..operators import Operator
 from ..target import Target
-from ._timing import Timing
+from .._timing import Timing
 
 
 class HalideMethods:

@@ -5,7 +5,7 @@ autoscheduler are compiled in a child process (``_autoschedule``), evokernel tun
 it (the GA, random search, or both, with the same budget), the library baselines
 bind to the same inputs; every method's output is checked against
 ``op.reference`` before it is timed (Halide-compiled ones first in a killable
-worker process), and the methods that pass are timed together (``_timing``).
+worker process), and the methods that pass are timed together (``evokernel._timing``).
 Halide-compiled methods, evokernel's included, are linked against one Halide
 runtime and called the same way, with the same thread count.
 """
@@ -39,7 +39,7 @@ from ._baselines import numpy_baseline, torch_baseline
 from ._halide import HalideMethods
 from ._roofline import Roofline, bound, cpuinfo, measure
 from ._suite import Case
-from ._timing import SideBySide, Timing, time_side_by_side
+from .._timing import SideBySide, Timing, time_side_by_side
 
 log = logging.getLogger("evokernel.bench")
 

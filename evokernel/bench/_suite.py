@@ -1,5 +1,6 @@
 """The benchmark suites: ``default``, standard NN operators at common sizes with
-the goals evokernel should meet on each, and ``shapes``, other sizes of them."""
+the goals evokernel should meet on each; ``shapes``, other sizes of them; and
+``classes``, the kinds of operator where libraries stay far from the roofline."""
 
 from __future__ import annotations
 
@@ -76,7 +77,24 @@ SHAPES: tuple[Case, ...] = (
     Case("softmax-odd", lambda: operators.softmax((13, 1001)), "bytes", "softmax 13×1001", beat_torch=True),
 )
 
-SUITES = {"default": SUITE, "shapes": SHAPES}
+#: The classes where nobody is near the machine's limit out of the box: a
+#: matrix-vector product (memory bound), a small-batch fully connected layer (compute
+#: bound, yet ~a quarter of peak for BLAS), a gemm of a few dozen per side, a 1x1
+#: convolution with few output channels (SqueezeNet's squeeze), global average
+#: pooling and a padded 3x3/2 max pool.
+CLASSES: tuple[Case, ...] = (
+    Case("matvec", lambda: operators.fc(1, 4096, 2048), "bytes", "fc 1×4096→2048", library_slack=1.0),
+    Case("fc-batch", lambda: operators.fc(16, 2048, 2048), title="fc 16×2048→2048", library_slack=1.0),
+    Case("gemm-small", lambda: operators.matmul(32, 32, 32), title="gemm 32³", library_slack=1.0),
+    Case("pointwise", lambda: operators.conv1x1(1, 64, 16, 55 * 55, bias=True, activation="relu"),
+         title="1×1 conv+bias+ReLU 1×64×55×55→16", library_slack=1.0),
+    Case("global-avgpool", lambda: operators.avg_pool2d(1, 512, 7, 7, 7), "bytes", "global average pool 1×512×7×7",
+         beat_torch=True),
+    Case("maxpool-pad", lambda: operators.max_pool2d(1, 64, 112, 112, 3, stride=2, pad=1), "bytes",
+         "max pool 3×3/2 pad 1 1×64×112×112", beat_torch=True),
+)
+
+SUITES = {"default": SUITE, "shapes": SHAPES, "classes": CLASSES}
 
 
 def select(only: "str | Iterable[str] | None", suite: Iterable[Case] = SUITE) -> list[Case]:

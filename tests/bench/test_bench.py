@@ -167,8 +167,25 @@ def test_select_keeps_suite_order():
     assert [c.name for c in bench.select("relu-odd,gemm-tiny", bench.SHAPES)] == ["gemm-tiny", "relu-odd"]
     with pytest.raises(ek.EvokernelError, match="relu-odd"):
         bench.select("relu-odd")  # not in the default suite
-    assert list(bench.SUITES) == ["default", "shapes"]
+    assert list(bench.SUITES) == ["default", "shapes", "classes"]
     assert bench.SUITES["default"] is bench.SUITE and bench.SUITES["shapes"] is bench.SHAPES
+    assert bench.SUITES["classes"] is bench.CLASSES
+
+
+def test_the_classes_suite_holds_the_kinds_libraries_leave_far_from_the_roofline():
+    """A matrix-vector product measured in bytes, a small-batch fc in flops, both held
+    to the faster library; pools held to PyTorch; no key shared with the other suites."""
+    others = {c.operator.key for c in (*bench.SUITE, *bench.SHAPES)}
+    cases = {c.name: c for c in bench.CLASSES}
+    assert not {c.operator.key for c in bench.CLASSES} & others
+    matvec, batch = cases["matvec"].operator, cases["fc-batch"].operator
+    assert matvec.inputs[0].shape[0] == 1 and cases["matvec"].metric == "bytes"
+    assert 1 < batch.inputs[0].shape[0] <= 32 and cases["fc-batch"].metric == "flops"
+    assert all(cases[n].library_slack == 1.0 for n in ("matvec", "fc-batch", "gemm-small", "pointwise"))
+    assert cases["pointwise"].operator.family == "conv1x1"
+    pools = [c for c in bench.CLASSES if c.operator.family.endswith("pool2d")]
+    assert len(pools) == 2 and all(c.beat_torch and c.metric == "bytes" for c in pools)
+    assert any(max(c.operator.padding) > 0 for c in pools)
 
 
 def test_other_sizes_are_other_shapes_with_the_same_goals():
@@ -203,6 +220,8 @@ def test_cli_runs_the_shapes_suite_into_the_current_directory(tmp_path, monkeypa
     lambda: ek.operators.conv2d(2, 3, 9, 7, 5, 3, stride=2, pad=1),
     lambda: ek.operators.conv2d(1, 3, 6, 6, 4, 3, pad=1, bias=True, activation="relu6"),
     lambda: ek.operators.depthwise_conv2d(1, 4, 8, 8, 3, pad=1),
+    lambda: ek.operators.conv1x1(2, 5, 6, 30, bias=True, activation="relu6"),
+    lambda: ek.operators.conv1x1(1, 5, 6, 30),
     lambda: ek.operators.max_pool2d(1, 3, 8, 8, 2),
     lambda: ek.operators.max_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
     lambda: ek.operators.max_pool2d(1, 3, 8, 8, 3, stride=2, ceil_mode=True),
@@ -227,6 +246,28 @@ def test_side_by_side_timing_limits_slow_methods():
     timings = bench.time_side_by_side({"slow": lambda: time.sleep(0.015), "fast": lambda: None}, protocol)
     assert timings["slow"].calls == 2 and timings["slow"].median >= 0.015
     assert timings["fast"].calls >= 6 and timings["fast"].median < timings["slow"].median
+
+
+def test_settling_pauses_before_each_batch_and_makes_one_untimed_call():
+    """A method slowed once by the other one running before it (as a thread pool
+    woken from sleep is) is timed at its steady speed only when batches settle:
+    the untimed call absorbs the slow one."""
+    for settle, slowed in ((0.0, True), (0.005, False)):
+        disturbed = [False]
+
+        def other():
+            disturbed[0] = True
+
+        def method():
+            if disturbed[0]:
+                disturbed[0] = False
+                time.sleep(0.02)
+
+        protocol = bench.SideBySide(rounds=4, min_time=0.001, settle=settle)
+        started = time.perf_counter()
+        timings = bench.time_side_by_side({"other": other, "method": method}, protocol)
+        assert (timings["method"].median > 0.001) == slowed, timings
+        assert time.perf_counter() - started >= 2 * protocol.rounds * settle
 
 
 def test_search_target_compares_the_two_searches_kernels():

@@ -21,7 +21,7 @@ from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
 #: recorded under another encoding are not trusted for resuming a search.
-SCHEDULE_ENCODING = 7
+SCHEDULE_ENCODING = 8
 
 
 def plan(space: ScheduleSpace, genome: Genome) -> list[StagePlan]:
@@ -101,15 +101,26 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
     computed at the update's innermost pure loop outside the reduction (neither
     vectorised nor unrolled; else outside all its loops, never at root: what it
     reads may be computed inside the stage's consumer), lanes innermost and
-    vectorised."""
+    vectorised and stored innermost. The update's unrolled pure loops inside that one (split before the
+    ``rfactor``, so the intermediate has them too) are a block of accumulators:
+    unrolled inside the intermediate's reduction, one vector of lanes each, so each step of the reduction loads what the block shares once
+    (a matrix-vector product's input row, read for several weight rows) and
+    keeps that many independent sums in flight."""
     factored = next((d for d in update.directives if d[0] == "rfactor"), None)
     if factored is None:
         return None
     _, _, lanes, name = factored
     outside = [l.name for l in outside_reduction(serial_loops(update))]
-    order = ("reorder", lanes, *stage.rvars, *stage.vars)
-    return Intermediate(name, outside[-1] if outside else OUTERMOST,
-                        [Definition([("vectorize", lanes)]), Definition([order, ("vectorize", lanes)])])
+    at = outside[-1] if outside else OUTERMOST
+    unrolled = {d[1] for d in update.directives if d[0] == "unroll"}
+    inside = update.loops[update.loops.index(next(l for l in update.loops if l.name == at)) + 1:] \
+        if outside else update.loops
+    block = [l for l in inside if l.name in unrolled and not l.rvar]
+    order = ("reorder", lanes, *(l.name for l in reversed(block)), *stage.rvars,
+             *(v for v in stage.vars if v not in {l.name for l in block}))
+    storage = ("reorder_storage", lanes, *stage.vars)  # rfactor stores the lanes outermost
+    return Intermediate(name, at, [Definition([storage, ("vectorize", lanes)]),
+                                   Definition([order, ("vectorize", lanes), *(("unroll", l.name) for l in block)])])
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],

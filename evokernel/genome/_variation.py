@@ -269,6 +269,11 @@ PANEL_TILES = ((4, 3), (6, 2), (8, 2))
 #: The same for vectors along an outer dim (a conv's output channels) by points along
 #: dim 0, one broadcast each: twelve accumulators, then eight with four vectors.
 CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
+#: Accumulator blocks of a reduction factored into vector lanes (``rfactor``),
+#: (points along dim 0, points along another dim): sixteen sums sharing four loads
+#: of each operand per step, then blocks of one row of the other dim (a
+#: matrix-vector product's weight rows).
+FACTORED_BLOCKS = ((4, 4), (8, 2), (8, 1), (4, 1))
 
 
 def templates(space: ScheduleSpace) -> list[Genome]:
@@ -281,8 +286,9 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     then register tiles of the output (vector lanes along dim 0 times a tile along
     another dim longer than one, outer dims first: a conv's channels before its
     rows; ``REGISTER_TILES``) with the reduction computed per tile and its loops
-    outermost, all with their inlined stages computed at root first, then as they
-    are; the flat schedule with one parallel task per thread; with long reductions
+    outermost, then the reduction factored into vector lanes with blocks of
+    accumulators (``FACTORED_BLOCKS``), all with their inlined stages computed at
+    root first, then as they are; the flat schedule with one parallel task per thread; with long reductions
     factored into vector lanes (``rfactor``); that with every stage computed inside
     the output's outermost loop (a row at a time, in cache); and each of these last
     with its inlined stages computed at root."""
@@ -299,9 +305,32 @@ def templates(space: ScheduleSpace) -> list[Genome]:
         tiled += [_register_tiled(space, flat, r_index, j, tile, lanes_mult)
                   for tile, lanes_mult in REGISTER_TILES for j in reversed(range(1, output.dims))
                   if output.extents[j] > 1]
+        tiled += _factored_blocks(space, flat, r_index)
     found = [flat, *(g for t in tiled for g in (_materialised(space, t), t)), *general[1:],
              *(_materialised(space, g) for g in general)]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
+
+
+def _factored_blocks(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
+    """The flat schedule with the reduction at ``r_index`` factored into vector
+    lanes along its first reduction variable, its update unrolled into a block of
+    ``FACTORED_BLOCKS`` points along dim 0 and the last dim longer than one: one
+    independent sum per point, each step loading a block's operands once."""
+    reduction = space.stages[r_index]
+    if not reduction.rvars or reduction.dims < 1:
+        return []
+    other = next((j for j in reversed(range(1, reduction.dims)) if reduction.extents[j] > 1), None)
+    found = []
+    for along_0, along_other in FACTORED_BLOCKS:
+        if along_other > 1 and other is None:
+            continue
+        unroll = [1] * reduction.dims
+        unroll[0] = along_0
+        if other is not None:
+            unroll[other] = along_other
+        gene = replace(flat.stages[r_index], rfactor=space.lanes, unroll=tuple(unroll))
+        found.append(flat.replace_stage(r_index, gene))
+    return found
 
 
 def _materialised(space: ScheduleSpace, genome: Genome) -> Genome:

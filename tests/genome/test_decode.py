@@ -152,6 +152,33 @@ def test_rfactor_vectorises_a_partial_reduction_and_computes_the_operator(op, la
     np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("op, block", [(ek.operators.fc(5, 100, 37), (4, 3)), (ek.operators.fc(1, 70, 19), (8, 1)),
+                                       (ek.operators.softmax((7, 45)), (4,))], ids=["fc", "matvec", "softmax"])
+def test_a_factored_reduction_keeps_a_block_of_sums_per_unrolled_point(op, block):
+    """A factored reduction whose update unrolls pure loops (blocks that do not
+    divide the extents too) sums every point of the block in its own vector,
+    unrolled inside the intermediate's reduction loop, the lanes stored innermost,
+    and still computes the operator."""
+    space = space_of(op)
+    flat = templates(space)[0]
+    index = next(i for i, s in enumerate(space.stages) if s.has_update)
+    genome = repair(space, flat.replace_stage(index, replace(flat.stages[index], rfactor=8, unroll=block)))
+    assert genome.stages[index].unroll == block
+    update = plan(space, genome)[index].intermediate.definitions[1]
+    unrolled = [d[1] for d in update.directives if d[0] == "unroll"]
+    assert len(unrolled) == sum(b > 1 for b in block)
+    order = next(d for d in update.directives if d[0] == "reorder")[1:]
+    rvar = space.stages[index].rvars[0]
+    assert set(order[1:order.index(rvar)]) == set(unrolled)  # between the lanes and the reduction
+    storage = next(d for d in plan(space, genome)[index].intermediate.definitions[0].directives)
+    assert storage[:2] == ("reorder_storage", order[0])
+    arrays = op.random_inputs(np.random.default_rng(5))
+    algorithm = op.algorithm()
+    exec(compile(schedule_code(genome, op.algorithm(), space), "<schedule>", "exec"), namespace(algorithm))
+    rtol, atol = op.tolerance
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=rtol, atol=atol)
+
+
 def test_rfactor_is_repaired_away_where_it_cannot_apply():
     op = ek.operators.conv2d(1, 3, 11, 13, 5, k=3, pad=1)  # first reduction variable: 3 taps
     space = space_of(op)

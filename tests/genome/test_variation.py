@@ -295,3 +295,18 @@ def test_panel_templates_pack_the_weights_of_gemm_shaped_reductions_only():
     space = space_of(ek.operators.conv2d(1, 4, 9, 9, 16, 3, pad=1))
     panels = [g for g in templates(space) if any(s.host for s in g.stages)]
     assert len(panels) == 6 and all(g.stages[-1].order[0] == g.stages[-1].vector == 2 for g in panels)
+
+
+def test_factored_templates_keep_blocks_of_sums_along_the_output_dims_longer_than_one():
+    """A matrix-vector product gets factored reductions with blocks of weight rows
+    only; a batched fc also blocks of rows by batch points; a conv, whose first
+    reduction variable is a handful of channels, gets none."""
+    def blocks(op):
+        space = space_of(op)
+        acc = next(i for i, s in enumerate(space.stages) if s.has_update)
+        return {g.stages[acc].unroll for g in templates(space) if g.stages[acc].rfactor > 1}
+
+    assert blocks(ek.operators.fc(1, 300, 64)) >= {(8, 1), (4, 1)}
+    assert all(b[1] == 1 for b in blocks(ek.operators.fc(1, 300, 64)))
+    assert blocks(ek.operators.fc(16, 300, 64)) >= {(4, 4), (8, 2), (8, 1)}
+    assert not blocks(ek.operators.conv2d(1, 3, 11, 13, 5, k=3, pad=1))

@@ -1,13 +1,15 @@
 """A small tuned kernel called back to back, and after the caller spent a while
-elsewhere: busy for 50 µs, asleep for 1 ms, asleep for 10 ms.
+elsewhere: busy for 50 µs, asleep for 1 ms, asleep for 10 ms; with its workers
+spinning for no time (Halide's own pool), for 0.2 ms and for the default time after
+each parallel loop (``ek.set_spin``).
 
     python benchmarks/wakeup.py [--budget 30s]
 
-The search times a kernel back to back, as this script's first column does. Between
-calls, Halide's workers spin a few dozen times and then sleep until the next
-parallel loop wakes them; a caller that does other work in between (a network's
-other layers, Python) pays for that wake-up, and after a longer pause for caches
-and cores gone cold. Each cell is the median time of one call over a few hundred.
+The search times a kernel back to back, as this script's first row does. Halide's
+workers spin a few dozen times after a loop and then sleep until the next one wakes
+them; a caller that does other work in between (a network's other layers, Python)
+pays for that wake-up, and after a longer pause for caches and cores gone cold. Each
+cell is the median time of one call over a few hundred, the settings taken in turns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 
 import evokernel as ek
 
+#: Seconds of spin compared: none (Halide's own pool), 0.2 ms, the default.
+SPINS = [0.0, 2e-4, ek.codegen.DEFAULT_SPIN]
 #: (label, seconds busy before each call, seconds asleep before each call, calls)
 GAPS = [("back to back", 0.0, 0.0, 300), ("after 50 µs busy", 50e-6, 0.0, 300),
         ("after 1 ms asleep", 0.0, 1e-3, 200), ("after 10 ms asleep", 0.0, 1e-2, 50)]
@@ -54,11 +58,17 @@ def main() -> None:
         kernel = ek.tune(op, budget=args.budget, seed=0, cache_dir=Path(scratch), progress=False)
     arrays = op.random_inputs(np.random.default_rng(0))
     out = np.empty(op.output.shape, op.output.dtype)
-    rounds = [{label: per_call(kernel, arrays, out, *rest) for label, *rest in GAPS} for _ in range(args.rounds)]
-    results = {label: statistics.median(r[label] for r in rounds) for label, *_ in GAPS}
-    print(f"{op.key}: tuned {kernel.stats.time * 1e6:.0f} µs; median µs per call")
-    for label, seconds in results.items():
-        print(f"  {label:<20} {seconds * 1e6:8.0f}  ({seconds / results['back to back']:.2f}x)")
+    rounds = []
+    for _ in range(args.rounds):
+        for spin in SPINS:
+            ek.set_spin(spin)
+            rounds.append((spin, {label: per_call(kernel, arrays, out, *rest) for label, *rest in GAPS}))
+    results = {f"spin {spin}": {label: statistics.median(r[label] for s, r in rounds if s == spin)
+                                for label, *_ in GAPS} for spin in SPINS}
+    print(f"{op.key}: tuned {kernel.stats.time * 1e6:.0f} µs; median µs per call, by seconds of spin")
+    print(f"  {'':<20}" + "".join(f"{spin:>10g}" for spin in SPINS))
+    for label, *_ in GAPS:
+        print(f"  {label:<20}" + "".join(f"{results[f'spin {spin}'][label] * 1e6:10.0f}" for spin in SPINS))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"operator": op.key, "tuned_seconds": kernel.stats.time, "seconds": results},

@@ -11,7 +11,7 @@ True
 from . import errors, evaluators, export, models, operators, search, store
 from ._progress import TuningProgress
 from ._version import __version__
-from .codegen import CompiledObject
+from .codegen import CompiledObject, set_spin
 from ._threads import thread_advice
 from .errors import (ArgumentError, BudgetError, BuildError, CacheError, ClusterError, EvokernelError, ExportError,
                      KernelCallError, ModelError, NoGradientError, NotTunedError, OperatorArgumentError,
@@ -27,7 +27,7 @@ from .tuner import tune
 
 __all__ = [
     "tune", "tune_model", "TunedModel", "load_model", "ModelError", "compile_for", "CompiledObject", "load",
-    "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary", "thread_advice",
+    "load_kernel", "records", "cached_kernels", "CachedKernel", "export_c", "CLibrary", "thread_advice", "set_spin",
     "export_tengine_plugin", "export_onnxruntime", "ExportError", "TuningProgress", "Kernel", "Target",
     "Budget", "SearchSettings", "Genome", "Outcome", "Result", "KernelMeta", "operators", "evaluators", "search",
     "store", "export", "errors", "BuildError",

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from filelock import FileLock
 
-from ..errors import BuildError, KernelRuntimeError
+from ..errors import ArgumentError, BuildError, KernelRuntimeError
 from ..target import GPU_APIS
 from ._paths import native_dir, read_private, set_aside, write_atomic
 from ._scratch import scratch_dir, trim
@@ -212,15 +212,62 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
                                          ctypes.POINTER(ctypes.c_double)]
     lib.evokernel_install_error_handler()
     lib.halide_set_num_threads(int(threads))
+    lib.evokernel_spin.argtypes = [ctypes.c_int, ctypes.c_double]
+    lib.evokernel_spin(int(threads), spin())
     lib.evokernel_use_openmp.argtypes = [ctypes.c_void_p]
     if _openmp_parallel is not None:
         lib.evokernel_use_openmp(_openmp_parallel)
-    _runtimes.append(lib)
+    _runtimes.append((lib, int(threads)))
     return lib
 
 
-_runtimes: list[ctypes.CDLL] = []  # every runtime loaded in this process
+_runtimes: list[tuple[ctypes.CDLL, int]] = []  # every runtime loaded in this process, with its threads
 _openmp_parallel: int | None = None  # the GOMP_parallel given to use_openmp
+
+#: Seconds a kernel's worker threads spin after a parallel loop before they sleep,
+#: unless ``SPIN_VAR`` or ``set_spin`` says otherwise.
+DEFAULT_SPIN = 1e-3
+SPIN_VAR = "EVOKERNEL_SPIN"
+_spin: float | None = None  # set_spin's value; None: the environment's, else the default
+
+
+def spin() -> float:
+    """Seconds the workers of kernels called in this process spin after each
+    parallel loop: ``set_spin``'s value, else ``$EVOKERNEL_SPIN``, else ``DEFAULT_SPIN``."""
+    if _spin is not None:
+        return _spin
+    text = os.environ.get(SPIN_VAR)
+    return DEFAULT_SPIN if text is None else _spin_seconds(text, f"${SPIN_VAR}")
+
+
+def set_spin(seconds: float) -> None:
+    """How long the worker threads of the kernels called in this process spin after
+    a parallel loop before they sleep, waiting for the next one (default 0.001 s;
+    ``$EVOKERNEL_SPIN`` sets it for new processes). Kernels called in a row with a
+    little other work between them find the workers awake; the cores they spin on
+    are busy for that long after the last call. 0: Halide's own pool, whose
+    workers sleep a few microseconds after each loop.
+
+    >>> import evokernel as ek
+    >>> ek.set_spin(0.001)
+    >>> ek.set_spin(ek.codegen.DEFAULT_SPIN)
+    """
+    global _spin
+    _spin = _spin_seconds(seconds, "set_spin(seconds)")
+    for lib, threads in _runtimes:
+        lib.evokernel_spin(threads, _spin)
+
+
+def _spin_seconds(value, what: str) -> float:
+    try:
+        seconds = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None:
+        raise ArgumentError(f"{what} takes seconds as a number, got {value!r}")
+    if not 0 <= seconds <= 10:
+        raise ArgumentError(f"{what} takes 0 to 10 seconds, got {value!r}")
+    return seconds
 
 
 def use_openmp(gomp_parallel: int) -> None:
@@ -228,7 +275,7 @@ def use_openmp(gomp_parallel: int) -> None:
     (its address) for the calls made inside ``openmp_calls()``."""
     global _openmp_parallel
     _openmp_parallel = gomp_parallel
-    for lib in _runtimes:
+    for lib, _ in _runtimes:
         lib.evokernel_use_openmp(gomp_parallel)
 
 
@@ -237,7 +284,7 @@ def openmp_calls():
     """Within the block, kernels called by this thread run their parallel loops on
     the OpenMP team of the runtime given to ``use_openmp`` (its threads and thread
     count), not on Halide's pool; without one given, nothing changes."""
-    libs = list(_runtimes)
+    libs = [lib for lib, _ in _runtimes]
     previous = [lib.evokernel_openmp_calls(1) for lib in libs]
     try:
         yield

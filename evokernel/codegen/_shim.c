@@ -16,6 +16,9 @@
  *   its kernels' parallel loops on the same OpenMP team as that library's own
  *   work (PyTorch's), so two thread pools never share the cores, one of them
  *   spinning; every other call keeps Halide's pool.
+ * - Parallel loops on a pool that spins a while after each loop (`evokernel_spin`),
+ *   so kernels called in a row, with a little other work between them, find its
+ *   threads awake; Halide's own pool sleeps almost at once.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -106,11 +109,19 @@ static void openmp_worker(void *data) {
     on_openmp = was;
 }
 
-static int do_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
-    if (!on_openmp || size < 2) return halide_default_do_par_for(user_context, task, min, size, closure);
+static int openmp_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
     struct openmp_loop loop = {user_context, task, min, size, 0, 0, closure};
     gomp_parallel(openmp_worker, &loop, 0, 0);  /* 0 threads: the library's own setting */
     return loop.rc;
+}
+
+static int spin_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure);
+static double spin_seconds;  /* > 0: parallel loops run on the spinning pool below */
+
+static int do_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
+    if (on_openmp && size >= 2) return openmp_par_for(user_context, task, min, size, closure);
+    if (spin_seconds > 0) return spin_par_for(user_context, task, min, size, closure);
+    return halide_default_do_par_for(user_context, task, min, size, closure);
 }
 
 /* Take `fn` (an OpenMP runtime's GOMP_parallel) for the calls that ask for it. */
@@ -124,4 +135,132 @@ int evokernel_openmp_calls(int on) {
     int was = on_openmp;
     on_openmp = on && gomp_parallel != NULL;
     return was;
+}
+
+/* -- a pool whose workers spin between parallel loops ----------------------------------- *
+ * Halide's own workers sleep a few microseconds after a loop, so a kernel called again
+ * after a little other work (Python, the next layer's bookkeeping) first waits for
+ * the kernel to wake them. These spin for `spin_seconds` after each loop, then sleep
+ * on a futex. One caller at a time uses the pool; the caller takes iterations too and
+ * alone would finish the loop, so a worker that is late (or missing, in a forked
+ * child) never blocks it. A loop nested in an iteration, or one started while another
+ * thread holds the pool, runs without it (serially, or on Halide's pool). */
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SPIN_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define SPIN_PAUSE() __asm__ __volatile__("yield")
+#else
+#define SPIN_PAUSE() ((void)0)
+#endif
+
+static struct {        /* the loop in flight: written only while no iteration of it can be claimed */
+    void *user_context;
+    halide_task_t task;
+    uint8_t *closure;
+    int min, size;
+} spin_loop;
+static uint64_t spin_claim;      /* generation << 32 | the next iteration to claim */
+static uint32_t spin_generation; /* futex word, one more per loop */
+static int spin_done, spin_rc, spin_sleepers, spin_held, spin_workers, spin_threads;
+static __thread int in_spin_iteration;
+
+/* Claim and run iterations of loop `generation` until none is left. */
+static void spin_run(uint32_t generation) {
+    for (;;) {
+        uint64_t claim = __atomic_load_n(&spin_claim, __ATOMIC_ACQUIRE);
+        if ((uint32_t)(claim >> 32) != generation) return;
+        int next = (int)(uint32_t)claim, size = __atomic_load_n(&spin_loop.size, __ATOMIC_RELAXED);
+        halide_task_t task = __atomic_load_n(&spin_loop.task, __ATOMIC_RELAXED);
+        void *user_context = __atomic_load_n(&spin_loop.user_context, __ATOMIC_RELAXED);
+        uint8_t *closure = __atomic_load_n(&spin_loop.closure, __ATOMIC_RELAXED);
+        int min = __atomic_load_n(&spin_loop.min, __ATOMIC_RELAXED);
+        if (next >= size) return;
+        /* success proves the loop was still `generation`, so the fields read above are its own */
+        if (!__atomic_compare_exchange_n(&spin_claim, &claim, claim + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        in_spin_iteration = 1;
+        int rc = task(user_context, min + next, closure);
+        in_spin_iteration = 0;
+        if (rc) __atomic_store_n(&spin_rc, rc, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&spin_done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void *spin_worker(void *unused) {
+    (void)unused;
+    uint32_t seen = __atomic_load_n(&spin_generation, __ATOMIC_ACQUIRE);
+    for (;;) {
+        double until = now_seconds() + spin_seconds;
+        uint32_t generation;
+        while ((generation = __atomic_load_n(&spin_generation, __ATOMIC_ACQUIRE)) == seen) {
+            if (now_seconds() < until) {
+                SPIN_PAUSE();
+                continue;
+            }
+            __atomic_add_fetch(&spin_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&spin_generation, __ATOMIC_SEQ_CST) == seen)
+                syscall(SYS_futex, &spin_generation, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+            __atomic_sub_fetch(&spin_sleepers, 1, __ATOMIC_SEQ_CST);
+            until = now_seconds() + spin_seconds;
+        }
+        seen = generation;
+        spin_run(generation);
+    }
+    return NULL;
+}
+
+static void spin_start_workers(void) {
+    while (spin_workers < spin_threads - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&thread, &attr, spin_worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (failed) break;  /* fewer helpers: the caller still finishes every loop */
+        spin_workers++;
+    }
+}
+
+static int spin_par_for(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
+    if (size < 2 || in_spin_iteration || spin_threads < 2) {  /* serially, on this thread */
+        for (int i = 0; i < size; i++) {
+            int rc = task(user_context, min + i, closure);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (__atomic_exchange_n(&spin_held, 1, __ATOMIC_ACQUIRE))  /* another thread's loop */
+        return halide_default_do_par_for(user_context, task, min, size, closure);
+    spin_start_workers();
+    __atomic_store_n(&spin_loop.user_context, user_context, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_loop.task, task, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_loop.closure, closure, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_loop.min, min, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_loop.size, size, __ATOMIC_RELAXED);
+    spin_done = spin_rc = 0;
+    uint32_t generation = spin_generation + 1;
+    __atomic_store_n(&spin_claim, (uint64_t)generation << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&spin_generation, generation, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&spin_sleepers, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &spin_generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    spin_run(generation);
+    while (__atomic_load_n(&spin_done, __ATOMIC_ACQUIRE) < size) SPIN_PAUSE();
+    int rc = __atomic_load_n(&spin_rc, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_held, 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* Run parallel loops on `threads` threads (the caller and threads - 1 workers) that
+ * spin `seconds` after each loop before they sleep; 0 seconds: Halide's own pool. */
+void evokernel_spin(int threads, double seconds) {
+    spin_threads = threads;
+    spin_seconds = seconds;
+    halide_set_custom_do_par_for(do_par_for);
 }

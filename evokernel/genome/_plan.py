@@ -100,27 +100,26 @@ def _intermediate(stage: StageSpace, update: Definition) -> Intermediate | None:
     """The plan of the intermediate an ``rfactor`` directive of ``update`` made:
     computed at the update's innermost pure loop outside the reduction (neither
     vectorised nor unrolled; else outside all its loops, never at root: what it
-    reads may be computed inside the stage's consumer), lanes innermost and
-    vectorised and stored innermost. The update's unrolled pure loops inside that one (split before the
-    ``rfactor``, so the intermediate has them too) are a block of accumulators:
-    unrolled inside the intermediate's reduction, one vector of lanes each, so each step of the reduction loads what the block shares once
-    (a matrix-vector product's input row, read for several weight rows) and
-    keeps that many independent sums in flight."""
+    reads may be computed inside the stage's consumer), its lanes vectorised and
+    stored innermost. The update's unrolled pure loops inside that one (split
+    before the ``rfactor``, so the intermediate has them too) are a block of
+    sums, unrolled inside the intermediate's reduction, a vector of lanes each:
+    each step loads what the block shares once (a matrix-vector product's input,
+    read for several weight rows) and keeps that many sums in flight."""
     factored = next((d for d in update.directives if d[0] == "rfactor"), None)
     if factored is None:
         return None
     _, _, lanes, name = factored
     outside = [l.name for l in outside_reduction(serial_loops(update))]
     at = outside[-1] if outside else OUTERMOST
+    names = [l.name for l in update.loops]
+    inside = update.loops[names.index(at) + 1:] if outside else update.loops
     unrolled = {d[1] for d in update.directives if d[0] == "unroll"}
-    inside = update.loops[update.loops.index(next(l for l in update.loops if l.name == at)) + 1:] \
-        if outside else update.loops
-    block = [l for l in inside if l.name in unrolled and not l.rvar]
-    order = ("reorder", lanes, *(l.name for l in reversed(block)), *stage.rvars,
-             *(v for v in stage.vars if v not in {l.name for l in block}))
+    block = [l.name for l in inside if l.name in unrolled and not l.rvar]
+    order = ("reorder", lanes, *reversed(block), *stage.rvars, *(v for v in stage.vars if v not in block))
     storage = ("reorder_storage", lanes, *stage.vars)  # rfactor stores the lanes outermost
     return Intermediate(name, at, [Definition([storage, ("vectorize", lanes)]),
-                                   Definition([order, ("vectorize", lanes), *(("unroll", l.name) for l in block)])])
+                                   Definition([order, ("vectorize", lanes), *(("unroll", l) for l in block)])])
 
 
 def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...],

@@ -8,6 +8,7 @@ population starts from: vectorised and parallel loops, and register-tiled reduct
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -274,6 +275,11 @@ CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 #: of each operand per step, then blocks of one row of the other dim (a
 #: matrix-vector product's weight rows).
 FACTORED_BLOCKS = ((4, 4), (8, 2), (8, 1), (4, 1))
+#: Factored templates go to reductions that compute at most this many points per
+#: step of their reduction: few long sums (a matrix-vector product, a small batch,
+#: row statistics), where summing along the reduction in vector lanes pays; many
+#: short ones (a gemm) are register-tiled.
+FACTORED_POINTS = 32
 
 
 def templates(space: ScheduleSpace) -> list[Genome]:
@@ -312,12 +318,14 @@ def templates(space: ScheduleSpace) -> list[Genome]:
 
 
 def _factored_blocks(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
-    """The flat schedule with the reduction at ``r_index`` factored into vector
-    lanes along its first reduction variable, its update unrolled into a block of
-    ``FACTORED_BLOCKS`` points along dim 0 and the last dim longer than one: one
-    independent sum per point, each step loading a block's operands once."""
+    """For a reduction of few long sums (``FACTORED_POINTS``), the flat schedule
+    with it factored into vector lanes along its first reduction variable, its
+    update unrolled into a block of ``FACTORED_BLOCKS`` points along dim 0 and the
+    last dim longer than one: one independent sum per point, each step loading a
+    block's operands once."""
     reduction = space.stages[r_index]
-    if not reduction.rvars or reduction.dims < 1:
+    if not reduction.rvars or not reduction.dims or \
+            math.prod(reduction.extents) > FACTORED_POINTS * math.prod(reduction.rextents):
         return []
     other = next((j for j in reversed(range(1, reduction.dims)) if reduction.extents[j] > 1), None)
     found = []

@@ -225,8 +225,8 @@ _runtimes: list[tuple[ctypes.CDLL, int]] = []  # every runtime loaded in this pr
 _openmp_parallel: int | None = None  # the GOMP_parallel given to use_openmp
 
 #: Seconds a kernel's worker threads spin after a parallel loop before they sleep,
-#: unless ``SPIN_VAR`` or ``set_spin`` says otherwise.
-DEFAULT_SPIN = 1e-3
+#: unless ``SPIN_VAR`` or ``set_spin`` says otherwise; 0: Halide's own pool.
+DEFAULT_SPIN = 0.0
 SPIN_VAR = "EVOKERNEL_SPIN"
 _spin: float | None = None  # set_spin's value; None: the environment's, else the default
 
@@ -242,11 +242,12 @@ def spin() -> float:
 
 def set_spin(seconds: float) -> None:
     """How long the worker threads of the kernels called in this process spin after
-    a parallel loop before they sleep, waiting for the next one (default 0.001 s;
-    ``$EVOKERNEL_SPIN`` sets it for new processes). Kernels called in a row with a
-    little other work between them find the workers awake; the cores they spin on
-    are busy for that long after the last call. 0: Halide's own pool, whose
-    workers sleep a few microseconds after each loop.
+    a parallel loop before they sleep, waiting for the next one (``$EVOKERNEL_SPIN``
+    sets it for new processes). Kernels called in a row with a little other work
+    between them (a network's layers, a Python loop) then find the workers awake;
+    the cores they spin on stay busy that long after the last call, which other
+    threads and processes share. 0, the default: Halide's own pool, whose workers
+    sleep a few microseconds after each loop.
 
     >>> import evokernel as ek
     >>> ek.set_spin(0.001)

@@ -292,10 +292,10 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     then register tiles of the output (vector lanes along dim 0 times a tile along
     another dim longer than one, outer dims first: a conv's channels before its
     rows; ``REGISTER_TILES``) with the reduction computed per tile and its loops
-    outermost, then the reduction factored into vector lanes with blocks of
-    accumulators (``FACTORED_BLOCKS``), all with their inlined stages computed at
-    root first, then as they are; the flat schedule with one parallel task per thread; with long reductions
-    factored into vector lanes (``rfactor``); that with every stage computed inside
+    outermost, then for few long sums the reduction factored into vector lanes
+    with blocks of sums (``FACTORED_BLOCKS``), all with their inlined stages
+    computed at root first, then as they are; the flat schedule with one parallel
+    task per thread; with long reductions factored into vector lanes (``rfactor``); that with every stage computed inside
     the output's outermost loop (a row at a time, in cache); and each of these last
     with its inlined stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))

@@ -78,6 +78,17 @@ class Target:
         """Lanes of one native vector register for ``dtype`` on this target."""
         return self.halide.natural_vector_size(halide_type(dtype))
 
+    @property
+    def vector_registers(self) -> int:
+        """Vector registers a CPU kernel can hold values in: 32 with AVX-512 and on
+        64-bit ARM, else 16 (the register tiles of a schedule's templates follow it).
+
+        >>> Target.parse("x86-64-linux-avx2").vector_registers, Target.parse("x86-64-linux-avx512").vector_registers
+        (16, 32)
+        """
+        wide = self.halide.has_feature(hl.TargetFeature.AVX512) or (self.arch == "arm" and self.halide.bits == 64)
+        return 32 if wide else 16
+
     def runs_on(self, host: "Target") -> bool:
         """Whether code for this target runs on a machine whose own target is
         ``host`` (same arch, bits and OS; every instruction-set feature present

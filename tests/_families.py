@@ -43,10 +43,11 @@ FAMILY_IDS = [name for name, _ in FAMILIES]
 OPERATORS = [op for _, op in FAMILIES]
 
 
-def space_of(op, lanes: int | None = None, threads: int = 2) -> ScheduleSpace:
-    """The schedule space ``tune`` would search for ``op`` on this host."""
+def space_of(op, lanes: int | None = None, threads: int = 2, registers: int = 16) -> ScheduleSpace:
+    """The schedule space ``tune`` would search for ``op`` on this host (with
+    ``registers`` vector registers, whatever the host has)."""
     lanes = lanes or Target.parse("host").natural_vector_size(op.dtype)
-    return ScheduleSpace.from_algorithm(op.algorithm(), lanes, threads)
+    return ScheduleSpace.from_algorithm(op.algorithm(), lanes, threads, registers=registers)
 
 
 def seeded(seed) -> random.Random:

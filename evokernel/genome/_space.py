@@ -49,16 +49,19 @@ class StageSpace:
 @dataclass(frozen=True)
 class ScheduleSpace:
     """Every stage of an algorithm, producers first, plus the machine facts a
-    schedule depends on (vector lanes of the dtype, threads, and whether the
-    target is a GPU: then the same genes decode onto GPU blocks and threads)."""
+    schedule depends on (vector lanes of the dtype, threads, whether the target is
+    a GPU: then the same genes decode onto GPU blocks and threads, and the vector
+    registers its templates' register tiles fill)."""
 
     stages: tuple[StageSpace, ...]
     lanes: int
     threads: int
     gpu: bool = False
+    registers: int = 16
 
     @classmethod
-    def from_algorithm(cls, algorithm: Algorithm, lanes: int, threads: int, gpu: bool = False) -> "ScheduleSpace":
+    def from_algorithm(cls, algorithm: Algorithm, lanes: int, threads: int, gpu: bool = False,
+                       registers: int = 16) -> "ScheduleSpace":
         names = [s.name for s in algorithm.stages]
         stages = []
         for i, stage in enumerate(algorithm.stages):
@@ -72,14 +75,15 @@ class ScheduleSpace:
                 rvars=rvars, rextents=rextents, consumer=consumer,
                 is_output=is_output, optional=stage.optional,
                 readers=tuple(r for r in _readers(stage, algorithm.stages) if r != consumer)))
-        return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)), bool(gpu))
+        return cls(tuple(stages), max(1, int(lanes)), max(1, int(threads)), bool(gpu), max(1, int(registers)))
 
     @classmethod
     def of(cls, operator, target, threads: int) -> "ScheduleSpace":
         """The space of ``operator`` (a fresh algorithm) on ``target`` (a ``Target``):
-        its vector lanes for the operator's dtype, and GPU mappings on a GPU."""
+        its vector lanes for the operator's dtype and vector registers, and GPU
+        mappings on a GPU."""
         return cls.from_algorithm(operator.algorithm(), target.natural_vector_size(operator.dtype), threads,
-                                  gpu=target.is_gpu)
+                                  gpu=target.is_gpu, registers=target.vector_registers)
 
     def stage(self, name: str) -> StageSpace:
         return next(s for s in self.stages if s.name == name)

@@ -270,6 +270,12 @@ PANEL_TILES = ((4, 3), (6, 2), (8, 2))
 #: The same for vectors along an outer dim (a conv's output channels) by points along
 #: dim 0, one broadcast each: twelve accumulators, then eight with four vectors.
 CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
+#: Tiles that come first on a machine of 32 vector registers (AVX-512, 64-bit ARM):
+#: twenty-four and twenty-eight accumulators with two vectors of operands, so twice
+#: the work per broadcast; along dim 0 (``REGISTER_TILES``) and along a conv's
+#: channels (``CHANNEL_TILES``).
+WIDE_REGISTER_TILES = ((12, 2), (14, 2))
+WIDE_CHANNEL_TILES = ((12, 2),)
 #: Accumulator blocks of a reduction factored into vector lanes (``rfactor``),
 #: (points along dim 0, points along another dim): sixteen sums sharing four loads
 #: of each operand per step, then blocks of one row of the other dim (a
@@ -291,13 +297,14 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     indexed along it, along a conv's channels where the copy holds them innermost),
     then register tiles of the output (vector lanes along dim 0 times a tile along
     another dim longer than one, outer dims first: a conv's channels before its
-    rows; ``REGISTER_TILES``) with the reduction computed per tile and its loops
+    rows; ``REGISTER_TILES``, after ``WIDE_REGISTER_TILES`` where the machine has
+    32 vector registers) with the reduction computed per tile and its loops
     outermost, then for few long sums the reduction factored into vector lanes
     with blocks of sums (``FACTORED_BLOCKS``), all with their inlined stages
     computed at root first, then as they are; the flat schedule with one parallel
-    task per thread; with long reductions factored into vector lanes (``rfactor``); that with every stage computed inside
-    the output's outermost loop (a row at a time, in cache); and each of these last
-    with its inlined stages computed at root."""
+    task per thread; with long reductions factored into vector lanes (``rfactor``);
+    that with every stage computed inside the output's outermost loop (a row at a
+    time, in cache); and each of these last with its inlined stages computed at root."""
     flat = Genome(tuple(_flat_gene(space, s) for s in space.stages))
     factored = Genome(tuple(replace(g, rfactor=space.lanes) for g in flat.stages))
     coarse = Genome(tuple(replace(g, tasks=1) for g in flat.stages))
@@ -309,12 +316,17 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             continue
         tiled += _panel_templates(space, flat, r_index)
         tiled += [_register_tiled(space, flat, r_index, j, tile, lanes_mult)
-                  for tile, lanes_mult in REGISTER_TILES for j in reversed(range(1, output.dims))
+                  for tile, lanes_mult in _for_registers(space, REGISTER_TILES, WIDE_REGISTER_TILES) for j in reversed(range(1, output.dims))
                   if output.extents[j] > 1]
         tiled += _factored_blocks(space, flat, r_index)
     found = [flat, *(g for t in tiled for g in (_materialised(space, t), t)), *general[1:],
              *(_materialised(space, g) for g in general)]
     return list({g.key: g for g in (repair(space, g) for g in found)}.values())
+
+
+def _for_registers(space: ScheduleSpace, tiles: tuple, wide: tuple) -> tuple:
+    """``tiles``, after ``wide`` where the machine has 32 vector registers or more."""
+    return (wide if space.registers >= 32 else ()) + tiles
 
 
 def _factored_blocks(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
@@ -412,7 +424,7 @@ def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[G
                   if space.stages[i].vars[0] == output.vars[v]]
         if copies and output.extents[v] >= space.lanes:
             found += [_panelled(space, flat, r_index, 0, tile, lanes_mult, copies, vector=v)
-                      for tile, lanes_mult in CHANNEL_TILES]
+                      for tile, lanes_mult in _for_registers(space, CHANNEL_TILES, WIDE_CHANNEL_TILES)]
     return found
 
 

@@ -316,8 +316,9 @@ def test_channel_panels_vectorise_a_conv_along_its_output_channels(op):
     the weight copy packed once per panel with channels innermost, the
     accumulator holding channels innermost with its channel vectors unrolled
     innermost (one broadcast of the input meets every vector); the kernel
-    computes the conv, also where the channels do not fill the last panel."""
-    space = space_of(op)
+    computes the conv, also where the channels do not fill the last panel (with
+    the tiles of a 32-register machine, twice the 16-register ones)."""
+    space = space_of(op, registers=32)
     acc, wp = space.index("acc"), space.index("Wp")
     panels = [g for g in templates(space) if g.stages[-1].vector == 2]
     assert panels

@@ -3,6 +3,7 @@ crossover make is valid, decodes onto Halide, or fails only as a HalideError."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -238,6 +239,26 @@ def test_templates_come_likeliest_first():
     assert found[2] == first.replace_stage(padded, replace(first.stages[padded], location=INLINE))
     assert all(g.stages[-1].tiles[3] == (1, 1) for g in found)
     assert len({g.key for g in found}) == len(found)
+
+
+def test_templates_fill_the_vector_registers_the_machine_has():
+    """With 32 vector registers, the first channel panel and the first register
+    tile hold 24 accumulators (12 points by two vectors) and the 16-register
+    tiles follow; with 16, no template holds more than 16."""
+    op = ek.operators.conv2d(1, 16, 20, 20, 48, 3, pad=1)
+    acc = space_of(op).index("acc")
+
+    def accumulators(genome):
+        return math.prod(genome.stages[acc].unroll)
+
+    narrow, wide = templates(space_of(op)), templates(space_of(op, registers=32))
+    assert max(map(accumulators, narrow)) == 16
+    panels = [g for g in wide if g.stages[-1].vector == 2]
+    tiles = [g for g in wide if g.stages[-1].vector == 0 and g.stages[acc].location > ROOT]
+    assert accumulators(panels[0]) == accumulators(tiles[0]) == 24
+    assert {g.key for g in narrow} < {g.key for g in wide}
+    assert ek.Target.parse("x86-64-linux-avx512").vector_registers == 32
+    assert ek.Target.parse("x86-64-linux-avx2").vector_registers == 16
 
 
 def test_register_tiled_templates_compute_the_reduction_per_tile():

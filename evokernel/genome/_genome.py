@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 INLINE, ROOT = -1, 0
-_ADDED_LATER = ("rfactor", "tasks", "host")
+_ADDED_LATER = ("rfactor", "tasks", "host", "rblock")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class StageGene:
               enclose the consumer (a packed copy of a weight panel, made once per
               panel and shared by every tile the consumer computes inside it);
               0: the consumer's loops.
+    rblock    1: the outer loops of the split reduction variables go outside the
+              stage's loops (inside its parallel ones), so one block of the
+              reduction's operands stays in cache while every tile of the stage
+              uses it, and the stage's values stay in memory between blocks (a
+              BLAS kernel's blocking of K); 0: all reduction loops at ``rdepth``.
     """
 
     location: int = ROOT
@@ -50,6 +55,7 @@ class StageGene:
     rfactor: int = 1
     tasks: int = 0
     host: int = 0
+    rblock: int = 0
 
     def to_dict(self) -> dict:
         """Plain data; genes added after the first release are left out at their

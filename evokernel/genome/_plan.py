@@ -184,7 +184,10 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     if update:
         reduction = _plan_rfactor(d, stage, gene) or plan_reduction(d, stage, gene)
         depth = max(0, min(gene.rdepth, len(pure)))
-        loops = pure[: len(pure) - depth] + reduction + pure[len(pure) - depth:]
+        blocks = _reduction_blocks(stage, gene, reduction)
+        outside = min(parallel, len(pure) - depth)
+        loops = (pure[:outside] + blocks + pure[outside: len(pure) - depth]
+                 + [r for r in reduction if r not in blocks] + pure[len(pure) - depth:])
     else:
         loops = list(pure)
     if lanes_loop is not None:
@@ -194,6 +197,16 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
     d.loops = loops
     _plan_parallel(d, parallel, tasks)
     return d
+
+
+def _reduction_blocks(stage: StageSpace, gene: StageGene, reduction: list[Loop]) -> list[Loop]:
+    """With ``rblock``, the outer loops of the reduction variables ``rsplit``
+    splits (they keep the variable's name), outermost first; else none."""
+    if not gene.rblock or _rfactor_lanes(stage, gene):
+        return []
+    factors = fit(gene.rsplit, len(stage.rvars), 1)
+    split_vars = {v for v, e, f in zip(stage.rvars, stage.rextents, factors) if 1 < f < e}
+    return [loop for loop in reduction if loop.name in split_vars]
 
 
 def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:

@@ -77,6 +77,7 @@ def random_stage_gene(space: ScheduleSpace, stage: StageSpace, rng: random.Rando
         rfactor=rng.choice(_widths(space)) if stage.has_update and rng.random() < 0.25 else 1,
         tasks=rng.choice(_TASKS),
         host=int(rng.random() < 0.3),
+        rblock=int(rng.random() < 0.2),
     )
     return repair_stage(space, stage, gene)
 
@@ -121,7 +122,9 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
         parallel=parallel, unroll=tuple(unroll), rsplit=rsplit,
         rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor,
         tasks=max(0, min(gene.tasks, _TASKS[-1])) if parallel else 0,
-        host=int(bool(gene.host) and location > ROOT and _can_lift(space, stage)))
+        host=int(bool(gene.host) and location > ROOT and _can_lift(space, stage)),
+        rblock=int(bool(gene.rblock) and not space.gpu and rfactor == 1
+                   and any(1 < f < e for f, e in zip(rsplit, stage.rextents))))
 
 
 def _can_lift(space: ScheduleSpace, stage: StageSpace) -> bool:
@@ -189,7 +192,7 @@ def mutate_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene, rng: 
     if _can_lift(space, stage):
         fields.append("host")
     if stage.has_update:
-        fields += ["rsplit", "rdepth", "runroll", "rfactor"]
+        fields += ["rsplit", "rdepth", "runroll", "rfactor", "rblock"]
     field = rng.choice(fields)
     if field == "tiles" and stage.dims:
         i = rng.randrange(stage.dims)
@@ -276,6 +279,10 @@ CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 #: channels (``CHANNEL_TILES``).
 WIDE_REGISTER_TILES = ((12, 2), (14, 2))
 WIDE_CHANNEL_TILES = ((12, 2),)
+#: Elements of the packed copy that one block of a blocked panel's reduction reads
+#: at most (32 KiB of float32, about a level-1 data cache): the block stays in
+#: cache while every register tile of the panel uses it.
+BLOCK_ELEMENTS = 8192
 #: Accumulator blocks of a reduction factored into vector lanes (``rfactor``),
 #: (points along dim 0, points along another dim): sixteen sums sharing four loads
 #: of each operand per step, then blocks of one row of the other dim (a
@@ -416,16 +423,41 @@ def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[G
     vectors along that dim, tiles along dim 0)."""
     output, reduction = space.stages[-1], space.stages[r_index]
     copies = _panel_copies(space, reduction, output.vars[0])
-    found = [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
-             for j in range(1, output.dims) if copies and output.extents[j] > 1
-             for tile, lanes_mult in PANEL_TILES]
+    found = _with_blocked(space, r_index, [_panelled(space, flat, r_index, j, tile, lanes_mult, copies)
+                                           for j in range(1, output.dims) if copies and output.extents[j] > 1
+                                           for tile, lanes_mult in PANEL_TILES])
     for v in range(1, output.dims):
         copies = [i for i in _panel_copies(space, reduction, output.vars[v])
                   if space.stages[i].vars[0] == output.vars[v]]
         if copies and output.extents[v] >= space.lanes:
-            found += [_panelled(space, flat, r_index, 0, tile, lanes_mult, copies, vector=v)
-                      for tile, lanes_mult in _for_registers(space, CHANNEL_TILES, WIDE_CHANNEL_TILES)]
+            found += _with_blocked(space, r_index, [
+                _panelled(space, flat, r_index, 0, tile, lanes_mult, copies, vector=v)
+                for tile, lanes_mult in _for_registers(space, CHANNEL_TILES, WIDE_CHANNEL_TILES)])
     return found
+
+
+def _with_blocked(space: ScheduleSpace, r_index: int, panels: list[Genome]) -> list[Genome]:
+    """``panels`` with the first (likeliest) one's ``_blocked`` twin after it."""
+    blocked = _blocked(space, panels[0], r_index) if panels else None
+    return panels[:1] + ([blocked] if blocked else []) + panels[1:]
+
+
+def _blocked(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | None":
+    """A ``_panelled`` template with its reduction computed once per panel, in
+    blocks of its last (outermost) reduction variable that read about
+    ``BLOCK_ELEMENTS`` of the packed copy (``rblock``): each block stays in cache
+    while every register tile of the panel uses it, and the panel's sums stay in
+    memory between blocks, as a BLAS kernel blocks K. None where the reduction is
+    too short to block."""
+    reduction, gene = space.stages[r_index], panelled.stages[r_index]
+    panel = space.lanes * gene.unroll[gene.vector]
+    block = _power_of_two_at_most(max(1, BLOCK_ELEMENTS // (panel * math.prod(reduction.rextents[:-1]))))
+    if not 1 < block < reduction.rextents[-1]:
+        return None
+    tile_loops = sum(1 for u, e in zip(gene.unroll, reduction.extents) if u > 1 and e > 1)
+    blocked = replace(gene, location=1, rsplit=(1,) * (len(reduction.rvars) - 1) + (block,), rblock=1,
+                      rdepth=tile_loops)
+    return panelled.replace_stage(r_index, blocked)
 
 
 def _panel_copies(space: ScheduleSpace, reduction: StageSpace, var: str) -> list[int]:

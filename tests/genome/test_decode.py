@@ -333,6 +333,30 @@ def test_channel_panels_vectorise_a_conv_along_its_output_channels(op):
         np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", [ek.operators.conv2d(1, 40, 7, 9, 36, 3, pad=1, bias=True),
+                                ek.operators.matmul(40, 100, 300)], ids=["conv", "matmul"])
+def test_a_blocked_panel_runs_every_tile_inside_each_block_of_the_reduction(op):
+    """A panel's ``_blocked`` twin: the accumulator computed once per panel, the
+    outer loop of its last reduction variable outside the accumulator's own loops
+    and the rest of the reduction just outside the register tile; it computes the
+    operator, also where the blocks do not divide the reduction."""
+    space = space_of(op, registers=32)
+    acc = space.index("acc")
+    blocked = [g for g in templates(space) if g.stages[acc].rblock]
+    assert blocked
+    for genome in blocked:
+        plans = plan(space, genome)
+        assert plans[acc].at_loop == plans[-1].loops[0].name
+        loops = plans[acc].definitions[-1].loops
+        tile = [l for l in loops if l.name.endswith(("_u", "_v"))]
+        assert loops[0].name == space.stages[acc].rvars[-1] and not loops[1].rvar
+        assert loops[-len(tile) - 1].rvar and loops[-len(tile):] == tile
+        algorithm = op.algorithm()
+        apply(genome, algorithm, space)
+        arrays = [np.random.default_rng(5).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+
+
 def test_a_stage_inside_its_consumer_stores_its_vector_dimension_innermost():
     """Vectors along a dimension that is not innermost in storage are gathered
     and scattered one element at a time; a stage computed inside its consumer

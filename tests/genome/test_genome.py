@@ -123,7 +123,7 @@ def test_replace_stage_keeps_the_rest():
 
 
 def test_genes_added_later_keep_old_keys():
-    """``rfactor`` and ``tasks`` left at their defaults are not written, so genomes
+    """``rfactor``, ``tasks`` and ``rblock`` left at their defaults are not written, so genomes
     recorded before they existed keep their keys (records and caches stay valid)."""
     old = {"stages": [{"location": 0, "order": [0], "parallel": 1, "rdepth": 0, "rsplit": [], "runroll": 0,
                        "tiles": [[1, 1]], "unroll": [1], "vector": 0, "width": 16}]}
@@ -135,3 +135,5 @@ def test_genes_added_later_keep_old_keys():
     coarse = Genome((replace(genome.stages[0], tasks=2),))
     assert coarse.key not in (genome.key, factored.key) and coarse.to_dict()["stages"][0]["tasks"] == 2
     assert Genome.from_json(coarse.to_json()) == coarse
+    blocked = Genome((replace(genome.stages[0], rblock=1),))
+    assert blocked.key != genome.key and Genome.from_json(blocked.to_json()) == blocked

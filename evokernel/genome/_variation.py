@@ -301,11 +301,12 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     vectorised/parallel schedule; for each reduction feeding the output, register
     tiles inside parallel panels of the output with a weight copy packed once per
     panel, as BLAS packs it (``_panel_templates``: along dim 0 where the copy is
-    indexed along it, along a conv's channels where the copy holds them innermost),
-    then register tiles of the output (vector lanes along dim 0 times a tile along
-    another dim longer than one, outer dims first: a conv's channels before its
-    rows; ``REGISTER_TILES``, after ``WIDE_REGISTER_TILES`` where the machine has
-    32 vector registers) with the reduction computed per tile and its loops
+    indexed along it, along a conv's channels where the copy holds them innermost;
+    the first of each kind followed by its ``_blocked`` twin), then register tiles
+    of the output (vector lanes along dim 0 times a tile along another dim longer
+    than one, outer dims first: a conv's channels before its rows;
+    ``REGISTER_TILES``, after ``WIDE_REGISTER_TILES`` where the machine has 32
+    vector registers) with the reduction computed per tile and its loops
     outermost, then for few long sums the reduction factored into vector lanes
     with blocks of sums (``FACTORED_BLOCKS``), all with their inlined stages
     computed at root first, then as they are; the flat schedule with one parallel
@@ -323,8 +324,8 @@ def templates(space: ScheduleSpace) -> list[Genome]:
             continue
         tiled += _panel_templates(space, flat, r_index)
         tiled += [_register_tiled(space, flat, r_index, j, tile, lanes_mult)
-                  for tile, lanes_mult in _for_registers(space, REGISTER_TILES, WIDE_REGISTER_TILES) for j in reversed(range(1, output.dims))
-                  if output.extents[j] > 1]
+                  for tile, lanes_mult in _for_registers(space, REGISTER_TILES, WIDE_REGISTER_TILES)
+                  for j in reversed(range(1, output.dims)) if output.extents[j] > 1]
         tiled += _factored_blocks(space, flat, r_index)
     found = [flat, *(g for t in tiled for g in (_materialised(space, t), t)), *general[1:],
              *(_materialised(space, g) for g in general)]

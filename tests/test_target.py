@@ -34,6 +34,11 @@ def test_natural_vector_size_follows_dtype():
     assert host.natural_vector_size("float32") == 2 * host.natural_vector_size("float64")
 
 
+def test_vector_registers_follow_the_instruction_set():
+    assert ek.Target.parse("x86-64-linux-avx512").vector_registers == 32
+    assert ek.Target.parse("x86-64-linux-avx2").vector_registers == 16
+
+
 @pytest.mark.parametrize("text, api", [("x86-64-linux-cuda", "cuda"), ("arm-64-linux-opencl", "opencl"),
                                        ("x86-64-linux-avx2", None)])
 def test_gpu_api_is_read_from_the_features(text, api):

@@ -128,12 +128,18 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def split_rvars(stage: StageSpace, rsplit: tuple[int, ...]) -> set[str]:
+    """The reduction variables ``rsplit`` splits (a factor between 1 and the extent)."""
+    factors = fit(rsplit, len(stage.rvars), 1)
+    return {name for name, extent, factor in zip(stage.rvars, stage.rextents, factors) if 1 < factor < extent}
+
+
 def plan_reduction(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:
-    splits = fit(gene.rsplit, len(stage.rvars), 1)
+    splits, split_names = fit(gene.rsplit, len(stage.rvars), 1), split_rvars(stage, gene.rsplit)
     outer, inner = [], []
     for name, extent, factor in zip(stage.rvars, stage.rextents, splits):
         chain = [Loop(name, extent, rvar=True)]
-        if 1 < factor < extent:
+        if name in split_names:
             split(d, chain, factor, "_r", "GuardWithIf")
             inner.append(chain[1])
             if gene.runroll:

@@ -16,7 +16,7 @@ import math
 from ._genome import INLINE, ROOT, Genome, StageGene
 from ._gpu import plan_gpu_stage
 from ._loops import (OUTERMOST, Definition, Intermediate, Loop, StagePlan, ceil_div, fit, outside_reduction,
-                     plan_reduction, region, serial_loops, split)
+                     plan_reduction, region, serial_loops, split, split_rvars)
 from ._space import ScheduleSpace, StageSpace
 
 #: Bumped whenever a genome decodes to another schedule than before: timings
@@ -200,13 +200,13 @@ def _plan_definition(stage: StageSpace, gene: StageGene, extents: tuple[int, ...
 
 
 def _reduction_blocks(stage: StageSpace, gene: StageGene, reduction: list[Loop]) -> list[Loop]:
-    """With ``rblock``, the outer loops of the reduction variables ``rsplit``
-    splits (they keep the variable's name), outermost first; else none."""
-    if not gene.rblock or _rfactor_lanes(stage, gene):
+    """With ``rblock``, the loops of ``reduction`` that are the outer loops of the
+    reduction variables ``rsplit`` splits (they keep the variable's name; a
+    factored reduction has none), outermost first; else none."""
+    if not gene.rblock:
         return []
-    factors = fit(gene.rsplit, len(stage.rvars), 1)
-    split_vars = {v for v, e, f in zip(stage.rvars, stage.rextents, factors) if 1 < f < e}
-    return [loop for loop in reduction if loop.name in split_vars]
+    names = split_rvars(stage, gene.rsplit)
+    return [loop for loop in reduction if loop.name in names]
 
 
 def _plan_rfactor(d: Definition, stage: StageSpace, gene: StageGene) -> list[Loop]:

@@ -13,6 +13,7 @@ import random
 from dataclasses import replace
 
 from ._genome import INLINE, ROOT, Genome, StageGene
+from ._loops import split_rvars
 from ._plan import plan
 from ._space import ScheduleSpace, StageSpace
 
@@ -123,8 +124,7 @@ def repair_stage(space: ScheduleSpace, stage: StageSpace, gene: StageGene) -> St
         rdepth=max(0, min(gene.rdepth, 4 * dims)), runroll=runroll, rfactor=rfactor,
         tasks=max(0, min(gene.tasks, _TASKS[-1])) if parallel else 0,
         host=int(bool(gene.host) and location > ROOT and _can_lift(space, stage)),
-        rblock=int(bool(gene.rblock) and not space.gpu and rfactor == 1
-                   and any(1 < f < e for f, e in zip(rsplit, stage.rextents))))
+        rblock=int(bool(gene.rblock) and not space.gpu and rfactor == 1 and bool(split_rvars(stage, rsplit))))
 
 
 def _can_lift(space: ScheduleSpace, stage: StageSpace) -> bool:

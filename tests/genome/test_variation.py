@@ -257,8 +257,6 @@ def test_templates_fill_the_vector_registers_the_machine_has():
     tiles = [g for g in wide if g.stages[-1].vector == 0 and g.stages[acc].location > ROOT]
     assert accumulators(panels[0]) == accumulators(tiles[0]) == 24
     assert {g.key for g in narrow} < {g.key for g in wide}
-    assert ek.Target.parse("x86-64-linux-avx512").vector_registers == 32
-    assert ek.Target.parse("x86-64-linux-avx2").vector_registers == 16
 
 
 def test_register_tiled_templates_compute_the_reduction_per_tile():

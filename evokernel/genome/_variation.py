@@ -279,6 +279,12 @@ CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 #: channels (``CHANNEL_TILES``).
 WIDE_REGISTER_TILES = ((12, 2), (14, 2))
 WIDE_CHANNEL_TILES = ((12, 2),)
+#: Parallel tasks per thread of panel templates: each thread computes stretches of
+#: consecutive panels, not every other panel, so two threads seldom write into one
+#: cache line of the output at once (rows whose length is not a whole number of
+#: cache lines share a line at every panel's edge), and two stretches per thread let
+#: one that starts late cost at most half its share.
+PANEL_TASKS = 2
 #: Elements of the packed copy that one block of a blocked panel's reduction reads
 #: at most (32 KiB of float32, about a level-1 data cache): the block stays in
 #: cache while every register tile of the panel uses it.
@@ -472,7 +478,8 @@ def _panelled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: in
               copies: list[int], vector: int = 0) -> Genome:
     """A register tile of ``lanes * lanes_mult`` along the output's dim ``vector``
     by ``tile`` along dim ``j``, as in ``_register_tiled``, inside panels of the
-    output along dim ``vector`` (its outermost loop, parallel), with each of
+    output along dim ``vector`` (its outermost loop, parallel in ``PANEL_TASKS``
+    stretches of panels per thread), with each of
     ``copies`` computed once per panel (``host``), vectorised along that dim: the
     tiles of a panel read their weights from one contiguous packed buffer, one row
     per step of the reduction, as BLAS packs them."""
@@ -481,7 +488,8 @@ def _panelled(space: ScheduleSpace, flat: Genome, r_index: int, j: int, tile: in
     unroll = [1] * output.dims
     unroll[vector] = lanes_mult
     genome = _register_tiled(space, flat, r_index, j, tile, lanes_mult, vector)
-    out_gene = replace(genome.stages[-1], order=(vector,) + rest + (j,), unroll=tuple(unroll), parallel=1)
+    out_gene = replace(genome.stages[-1], order=(vector,) + rest + (j,), unroll=tuple(unroll), parallel=1,
+                       tasks=PANEL_TASKS)
     genome = genome.replace_stage(len(space.stages) - 1, out_gene)
     genome = genome.replace_stage(r_index, replace(genome.stages[r_index], location=_at_tile(space, genome, j)))
     for i in copies:

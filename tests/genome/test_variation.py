@@ -27,7 +27,7 @@ from evokernel.genome import (
     templates,
     unscheduled,
 )
-from evokernel.genome._variation import MAX_UNROLLED_LANES, _max_location
+from evokernel.genome._variation import MAX_UNROLLED_LANES, PANEL_TASKS, _max_location
 
 OPERATORS = [op for _, op in FAMILIES]
 
@@ -314,6 +314,26 @@ def test_panel_templates_pack_the_weights_of_gemm_shaped_reductions_only():
     space = space_of(ek.operators.conv2d(1, 4, 9, 9, 16, 3, pad=1))
     panels = [g for g in templates(space) if any(s.host for s in g.stages)]
     assert len(panels) == 6 and all(g.stages[-1].order[0] == g.stages[-1].vector == 2 for g in panels)
+
+
+def test_panel_templates_give_each_thread_stretches_of_consecutive_panels():
+    """The panel loop of a 1x1 conv over 3025 positions runs as ``PANEL_TASKS``
+    stretches per thread, each a serial loop over consecutive panels, and the
+    packed copy is still made once per panel, inside them."""
+    op = ek.operators.conv1x1(1, 64, 16, 3025)
+    space = space_of(op, threads=2)
+    panels = [g for g in templates(space) if any(s.host for s in g.stages)]
+    assert panels
+    for genome in panels:
+        assert genome.stages[-1].tasks == PANEL_TASKS
+        plans = plan(space, genome)
+        loops = plans[-1].definitions[-1].loops
+        parallel = [d for d in plans[-1].definitions[-1].directives if d[0] == "parallel"]
+        panels = math.ceil(3025 / genome.stages[-1].tiles[0][0])
+        assert [l.extent for l in loops[:2]] == [2 * PANEL_TASKS, math.ceil(panels / (2 * PANEL_TASKS))]
+        assert parallel == [("parallel", loops[0].name)]
+        copy = next(i for i, s in enumerate(genome.stages) if s.host)
+        assert plans[copy].at_loop == loops[1].name
 
 
 def test_factored_templates_keep_blocks_of_sums_along_the_output_dims_longer_than_one():

@@ -208,8 +208,9 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     lib.evokernel_last_error.restype = ctypes.c_char_p
     lib.evokernel_call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-    lib.evokernel_time_calls.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                         ctypes.POINTER(ctypes.c_double)]
+    for timing in (lib.evokernel_time_calls, lib.evokernel_time_fresh_calls):
+        timing.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                           ctypes.POINTER(ctypes.c_double)]
     lib.evokernel_install_error_handler()
     lib.halide_set_num_threads(int(threads))
     lib.evokernel_spin.argtypes = [ctypes.c_int, ctypes.c_double]
@@ -257,6 +258,27 @@ def set_spin(seconds: float) -> None:
     _spin = _spin_seconds(seconds, "set_spin(seconds)")
     for lib, threads in _runtimes:
         lib.evokernel_spin(threads, _spin)
+
+
+@contextmanager
+def spinning(seconds: float):
+    """Within the block, the workers of kernels called in this process spin
+    ``seconds`` after each parallel loop (as ``set_spin``); after it, as before.
+
+    >>> from evokernel.codegen import spin
+    >>> with spinning(0.001):
+    ...     spin()
+    0.001
+    """
+    global _spin
+    before = _spin
+    set_spin(seconds)
+    try:
+        yield
+    finally:
+        _spin = before
+        for lib, threads in _runtimes:
+            lib.evokernel_spin(threads, spin())
 
 
 def _spin_seconds(value, what: str) -> float:
@@ -356,14 +378,16 @@ class NativeKernel:
                 rc = self._entry(self._argv)
         self._check(rc)
 
-    def time(self, arrays: Sequence[np.ndarray], calls: int) -> np.ndarray:
-        """Seconds of each of ``calls`` back-to-back calls, measured in C."""
+    def time(self, arrays: Sequence[np.ndarray], calls: int, fresh: bool = False) -> np.ndarray:
+        """Seconds of each of ``calls`` back-to-back calls, measured in C; with
+        ``fresh``, this thread rewrites the inputs before each call (untimed), so
+        they start in its cache only, as a network's previous layer leaves them."""
         times = np.zeros(calls, dtype=np.float64)
+        timing = self._runtime.evokernel_time_fresh_calls if fresh else self._runtime.evokernel_time_calls
         with self._lock:
             self._bind(arrays)
             self._runtime.evokernel_clear_error()
-            rc = self._runtime.evokernel_time_calls(
-                self._fn, self._argv, len(self._buffers), calls, times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+            rc = timing(self._fn, self._argv, len(self._buffers), calls, times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
             self._check(rc)
         return times
 

@@ -201,7 +201,8 @@ class _HarnessKernel:
         out = np.fromfile(self.owner.output_path, dtype=arrays[-1].dtype).reshape(arrays[-1].shape)
         np.copyto(arrays[-1], out)
 
-    def time(self, arrays: Sequence[np.ndarray], calls: int) -> np.ndarray:
+    def time(self, arrays: Sequence[np.ndarray], calls: int, fresh: bool = False) -> np.ndarray:
+        """Back-to-back calls in the harness (``fresh`` is not modelled under emulation)."""
         self._check(arrays)
         words = self._request(f"time {int(calls)}")
         return np.array([float(w) for w in words[1:]], dtype=np.float64)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codegen import PAGE, page_aligned_copy
+from ..codegen import PAGE, page_aligned_copy, spinning
 from ..errors import KernelRuntimeError
 from ._result import Outcome
 
@@ -33,7 +33,18 @@ class Protocol:
     its own offset from a page boundary (drawn with ``placement_seed``), and its
     time is that of its slowest placement: a schedule that is fast only where its
     arrays happen to sit does not win. Retiming the finalists draws placements
-    the search never used."""
+    the search never used.
+
+    A kernel is timed as it runs among other layers. With ``fresh_inputs``, the
+    timing thread rewrites the inputs before each timed call, so they start in its
+    core's cache alone, as the layer before leaves them: a schedule whose threads
+    each read all of an input pays for moving it to their cores (on a 2-vCPU VM,
+    a 1x1 conv whose two threads each read the whole input took 105 us after such
+    a rewrite, 45 us on inputs already in both caches; one that splits it, 48
+    and 39). Its workers spin ``spin`` seconds after each parallel loop, as an
+    engine's threads do between layers, so no timed call waits for the operating
+    system to wake a sleeping worker (tens of microseconds there, whatever the
+    schedule)."""
 
     warmup: int = 0
     min_calls: int = 3
@@ -44,6 +55,8 @@ class Protocol:
     screen_calls: int = 3
     placements: int = 2
     placement_seed: int = 0
+    fresh_inputs: bool = True
+    spin: float = 0.001
 
 
 #: Timed by the check call alone: a baseline that takes seconds a call (the
@@ -151,6 +164,11 @@ def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measu
     """Check ``kernel`` once on the task's inputs, then time it as ``protocol`` says
     against the ``best`` time so far (``None``: fully). With ``task.jit_call`` (GPU
     targets) an untimed call comes first, so the driver's compile is never timed."""
+    with spinning(protocol.spin):
+        return _run_one(kernel, task, protocol, best)
+
+
+def _run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measurement:
     began = time.perf_counter()
     output = np.full(task.shapes[-1], np.nan, dtype=task.dtypes[-1])
     arrays = [*task.inputs, output]
@@ -174,10 +192,10 @@ def run_one(kernel, task: Task, protocol: Protocol, best: float | None) -> Measu
         return Measurement(Outcome.OK, (check_seconds,), error, "timed by its check call", overhead)
     places = _placements(task, protocol, arrays)
     if protocol.warmup:
-        kernel.time(places[0], protocol.warmup)
+        kernel.time(places[0], protocol.warmup, protocol.fresh_inputs)
     screening = best is not None
     first = max(1, min(protocol.max_calls, protocol.screen_calls)) if screening else 1
-    measured = list(kernel.time(places[0], first))
+    measured = list(kernel.time(places[0], first, protocol.fresh_inputs))
     if screening and min(measured) > protocol.screen_factor * best:
         return Measurement(Outcome.OK, tuple(measured), error, "screened: slower than the best", overhead)
     times, where = [], []
@@ -204,5 +222,5 @@ def _timed(kernel, arrays, protocol: Protocol, shares: int, measured: list[float
     most = max(1, protocol.max_calls // shares)
     while len(measured) < most and (len(measured) < least or sum(measured) < protocol.min_time / shares):
         batch = max(least - len(measured), len(measured))
-        measured += list(kernel.time(arrays, min(most - len(measured), batch)))
+        measured += list(kernel.time(arrays, min(most - len(measured), batch), protocol.fresh_inputs))
     return measured

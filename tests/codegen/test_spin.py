@@ -95,3 +95,28 @@ def test_the_environment_sets_the_spin_of_new_processes():
     env[ek.codegen.SPIN_VAR] = "soon"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "EVOKERNEL_SPIN" in done.stderr
+
+
+def test_spinning_sets_the_spin_for_a_block_then_restores_what_was_set():
+    """Inside ``spinning``, every loaded runtime spins as long as it says; after it
+    (also after an exception), the earlier setting is back: ``set_spin``'s value,
+    or the environment's default where none was set; a bad time changes nothing."""
+    from evokernel.codegen import _native
+
+    before = _native._spin
+    try:
+        ek.set_spin(0.003)
+        with ek.codegen.spinning(0.02):
+            assert ek.codegen.spin() == 0.02
+        assert ek.codegen.spin() == 0.003
+        _native._spin = None
+        with pytest.raises(RuntimeError), ek.codegen.spinning(0.5):
+            assert ek.codegen.spin() == 0.5
+            raise RuntimeError("inside")
+        assert _native._spin is None
+        with pytest.raises(ek.ArgumentError):
+            with ek.codegen.spinning(-1):
+                pass
+        assert _native._spin is None
+    finally:
+        _native._spin = before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 
 import halide as hl
@@ -322,3 +323,38 @@ def test_a_kernel_fast_only_at_some_placements_gets_its_slowest_time(runner, lib
     medians = [float(np.median([t for t, p in zip(m.times, m.placements) if p == i])) for i in range(3)]
     assert int(np.argmax(medians)) == int(np.argmax(offsets))
     assert m.time() == max(medians) > 1.5 * sorted(medians)[1]
+
+
+FRESH_PROBE = r"""
+import ctypes, mmap, sys
+import numpy as np
+from evokernel.codegen import FUNCTION, NativeKernel, load_runtime
+from pathlib import Path
+size, page = int(sys.argv[3]), mmap.PAGESIZE
+memory = mmap.mmap(-1, 2 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(base + page, page, 0) == 0  # PROT_NONE: a write past the input's end faults
+x = np.frombuffer(memory, np.uint32, count=size, offset=page - 4 * size)
+x[:] = np.random.default_rng(0).integers(0, 2**32, size, dtype=np.uint32)  # any bit pattern, NaNs too
+before = x.copy()
+out = np.zeros(size, np.float32)
+kernel = NativeKernel(Path(sys.argv[2]), FUNCTION, load_runtime(Path(sys.argv[1]), 1), [(size,), (size,)],
+                      ["float32", "float32"])
+times = kernel.time([x.view(np.float32), out], 7, fresh=True)
+assert len(times) == 7 and (times >= 0).all(), times
+assert np.array_equal(x, before), "the rewrite changed an input"
+assert np.array_equal(out.view(np.uint32), before), "the kernel read something else"
+print("ok")
+"""
+
+
+def test_fresh_timing_rewrites_each_input_as_it_was_and_nothing_past_it(runtime, libraries):
+    """Timed with its inputs rewritten before each call, the copy kernel still
+    copies every bit pattern (NaNs and all) and the input keeps them; an input
+    that ends at a page the process may not touch shows nothing is written past
+    its last byte (a stray write would kill the probe with SIGSEGV)."""
+    probe = subprocess.run([sys.executable, "-c", FRESH_PROBE, runtime, str(libraries["copy"]), str(SIZE)],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and probe.stdout.strip() == "ok", probe.stderr[-2000:]

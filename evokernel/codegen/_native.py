@@ -256,8 +256,13 @@ def set_spin(seconds: float) -> None:
     """
     global _spin
     _spin = _spin_seconds(seconds, "set_spin(seconds)")
+    _apply_spin()
+
+
+def _apply_spin() -> None:
+    """Give every loaded runtime the current ``spin()``."""
     for lib, threads in _runtimes:
-        lib.evokernel_spin(threads, _spin)
+        lib.evokernel_spin(threads, spin())
 
 
 @contextmanager
@@ -277,8 +282,7 @@ def spinning(seconds: float):
         yield
     finally:
         _spin = before
-        for lib, threads in _runtimes:
-            lib.evokernel_spin(threads, spin())
+        _apply_spin()
 
 
 def _spin_seconds(value, what: str) -> float:
@@ -387,7 +391,8 @@ class NativeKernel:
         with self._lock:
             self._bind(arrays)
             self._runtime.evokernel_clear_error()
-            rc = timing(self._fn, self._argv, len(self._buffers), calls, times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+            rc = timing(self._fn, self._argv, len(self._buffers), calls,
+                        times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
             self._check(rc)
         return times
 

@@ -40,10 +40,10 @@ class Protocol:
     core's cache alone, as the layer before leaves them: a schedule whose threads
     each read all of an input pays for moving it to their cores (on a 2-vCPU VM,
     a 1x1 conv whose two threads each read the whole input took 96 us so, 23 us
-    back to back; one that splits the input, 48 and 27). Its workers spin ``spin`` seconds after each parallel loop, as an
-    engine's threads do between layers, so no timed call waits for the operating
-    system to wake a sleeping worker (tens of microseconds there, whatever the
-    schedule)."""
+    back to back; one that splits the input, 48 and 27). Its workers spin ``spin``
+    seconds after each parallel loop, as an engine's threads do between layers, so
+    no timed call waits for the operating system to wake a sleeping worker (tens
+    of microseconds there, whatever the schedule)."""
 
     warmup: int = 0
     min_calls: int = 3

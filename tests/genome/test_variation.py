@@ -329,8 +329,8 @@ def test_panel_templates_give_each_thread_stretches_of_consecutive_panels():
         plans = plan(space, genome)
         loops = plans[-1].definitions[-1].loops
         parallel = [d for d in plans[-1].definitions[-1].directives if d[0] == "parallel"]
-        panels = math.ceil(3025 / genome.stages[-1].tiles[0][0])
-        assert [l.extent for l in loops[:2]] == [2 * PANEL_TASKS, math.ceil(panels / (2 * PANEL_TASKS))]
+        count = math.ceil(3025 / genome.stages[-1].tiles[0][0])
+        assert [l.extent for l in loops[:2]] == [2 * PANEL_TASKS, math.ceil(count / (2 * PANEL_TASKS))]
         assert parallel == [("parallel", loops[0].name)]
         copy = next(i for i, s in enumerate(genome.stages) if s.host)
         assert plans[copy].at_loop == loops[1].name

@@ -29,7 +29,7 @@ import numpy as np
 from .._format import format_seconds, table
 from ._c import (ExportError, ExportedKernel, check_identifier, combined_object, entries, link_shared, output_dir,
                  sanitize, wrappers)
-from ._onnxruntime_timing import step_times
+from ._onnxruntime_timing import Profile, profiles
 
 DOMAIN = "evokernel"
 _TABLE_MARK = "/* EK_OP_TABLE */"
@@ -273,45 +273,6 @@ def _finish(model, domain: str | None) -> None:
                            for t in graph.initializer if t.name not in known)
 
 
-def _step_models(onnx, proto, rewrite: _Rewrite, shapes: dict, domain: str) -> tuple[bytes, bytes]:
-    """Two models of one step alone, serialised: its original nodes (with the
-    initializers and Constant nodes they read), and its custom node."""
-    from onnx import TensorProto, helper
-
-    def value(name: str):
-        if name not in shapes:
-            raise ExportError(f"step {rewrite.name}: the shape of {name!r} is not known")
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
-
-    nodes = [proto.graph.node[i] for i in rewrite.indexes]
-    made = {v for n in nodes for v in n.output}
-    needed = list(dict.fromkeys(v for n in nodes for v in n.input if v and v not in made))
-    initializers = {t.name: t for t in proto.graph.initializer if t.name in needed}
-    constants = {n.output[0]: n for n in proto.graph.node
-                 if n.op_type == "Constant" and n.output[0] in needed and n.output[0] not in initializers}
-    original = _alone(onnx, proto, [*constants.values(), *nodes], list(initializers.values()),
-                      [value(v) for v in needed if v not in initializers and v not in constants], value(rewrite.output))
-    custom = _alone(onnx, proto, [], [], [value(a) for a in rewrite.args if isinstance(a, str)], value(rewrite.output))
-    taken = {a for a in rewrite.args if isinstance(a, str)} | {rewrite.output}
-    custom.graph.node.append(_custom_node(custom.graph, rewrite, domain, taken, set()))
-    _finish(original, None)
-    _finish(custom, domain)
-    return original.SerializeToString(), custom.SerializeToString()
-
-
-def _alone(onnx, proto, nodes, initializers, inputs, output):
-    """A copy of ``proto`` (its opsets and metadata) whose graph is just these."""
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
-    graph = model.graph
-    del graph.node[:], graph.input[:], graph.output[:], graph.initializer[:], graph.value_info[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(initializers)
-    graph.input.extend(inputs)
-    graph.output.append(output)
-    return model
-
-
 def _drop_unused(graph) -> None:
     """Remove the initializers (and their graph inputs) and value infos of values
     that no node reads or writes any more: the replaced nodes' weights and links."""
@@ -353,9 +314,12 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort",
     exports only ``RegisterCustomOps`` and ``<name>_set_num_threads``.
 
     ``min_speedup`` leaves to ONNX Runtime every node its own kernels run nearly as
-    fast: each op's first node is timed alone in ONNX Runtime (installed here) both
-    ways, side by side, and a kernel less than ``min_speedup`` times faster there
-    is left out (``1.0``: the faster of the two runs each node). Beside the model,
+    fast: the whole model is run by ONNX Runtime (installed here) with its own
+    kernels and with a kernel for every tuned node, side by side, its profiler
+    timing each node where it runs in the graph, and a kernel less than
+    ``min_speedup`` times faster there than ONNX Runtime's nodes for the same step,
+    or not timed there (ONNX Runtime fuses a residual add into a convolution), is
+    left out (``1.0``: the faster of the two runs each node). Beside the model,
     ``<model>.evokernel.report.txt`` lists every tuned node with its tuned time,
     those times where measured, and where it runs.
 
@@ -396,9 +360,10 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort",
     lib, model_path = directory / f"lib{name}.so", _model_file(network, directory)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".evokernel-export") as tmp:
         tmp = Path(tmp)
-        times = {} if min_speedup is None else _timed(onnx, proto, network, rewrites, name, tmp)
-        kept = [r for r in rewrites if _kept(times.get(r.op.name), min_speedup)]
-        report = _report(rewrites, kept, times, min_speedup)
+        timed = None if min_speedup is None else _timed(onnx, proto, network, rewrites, name, tmp)
+        times = {} if timed is None else _step_times(proto, rewrites, *timed)
+        kept = [r for r in rewrites if _kept(times.get(r.name), min_speedup)]
+        report = _report(rewrites, kept, times, min_speedup, timed)
         if not kept:
             raise ExportError(f"no tuned node is at least {min_speedup}x faster than ONNX Runtime's:\n{report}")
         built, domain = _library(_ops_of(kept), name, tmp)  # the trial library where every op is kept
@@ -415,40 +380,71 @@ def export_onnxruntime(model, directory, name: str = "evokernel_ort",
     return lib, model_path
 
 
-def _timed(onnx, proto, network, rewrites: list[_Rewrite], name: str,
-           tmp: Path) -> dict[str, "tuple[float, float] | str"]:
-    """Op name -> ONNX Runtime's seconds per call of its first step alone, run by
-    ONNX Runtime and by a trial library with every op (or why it was not timed)."""
+def _timed(onnx, proto, network, rewrites: list[_Rewrite], name: str, tmp: Path) -> tuple[Profile, Profile]:
+    """The model profiled in ONNX Runtime side by side as it is and with every
+    rewrite (a trial library with every op), the custom nodes' times by step name."""
     trial, domain = _library(_ops_of(rewrites), name, tmp)
-    first = {r.op.name: r for r in reversed(rewrites)}
-    pairs, reasons = {}, {}
-    for r in first.values():
-        try:
-            pairs[r.op.name] = _step_models(onnx, proto, r, network.value_shapes, domain)
-        except ExportError as error:
-            reasons[r.op.name] = f"not timed: {error}"
-    timed = step_times(list(pairs.values()), str(trial))
-    return {**reasons, **dict(zip(pairs, timed))}
+    everything = _rewritten(onnx, proto, rewrites, domain)
+    found = profiles({"onnxruntime": proto.SerializeToString(), "evokernel": everything.SerializeToString()},
+                     str(trial), network.value_shapes, tmp)
+    step_of = {r.output: r.name for r in rewrites}
+    custom = {n.name: step_of[n.output[0]] for n in everything.graph.node if n.domain == domain}
+    ours = found["evokernel"]
+    return found["onnxruntime"], Profile(ours.seconds, {custom[n]: t for n, t in ours.nodes.items() if n in custom})
+
+
+def _step_times(proto, rewrites: list[_Rewrite], theirs: Profile, ours: Profile
+                ) -> dict[str, "tuple[float, float] | str"]:
+    """Step name -> seconds per run of ONNX Runtime's nodes for the step and of its
+    custom node, each in its whole model (or why they are not known). ONNX
+    Runtime's optimised graph names a node as the model does, or after its output
+    value (``<value>_nchwc``: a node of its blocked-channel layout); its layout
+    reorders belong to no step."""
+    owner = {}
+    for r in rewrites:
+        for i in r.indexes:
+            node = proto.graph.node[i]
+            owner.update(dict.fromkeys([v for v in (node.name, *node.output) if v], r.name))
+    spent: dict[str, float] = {}
+    for node, seconds in theirs.nodes.items():
+        step = owner.get(node.removesuffix("_nchwc"))
+        if step is not None:
+            spent[step] = spent.get(step, 0.0) + seconds
+    times = {}
+    for r in rewrites:
+        if r.name not in spent:
+            times[r.name] = "not timed: ONNX Runtime computes it inside another node"
+        elif r.name not in ours.nodes:
+            times[r.name] = "not timed: the profile has no time for its custom node"
+        else:
+            times[r.name] = (spent[r.name], ours.nodes[r.name])
+    return times
 
 
 def _kept(times: "tuple[float, float] | str | None", min_speedup: float | None) -> bool:
-    """Whether a step runs its kernel: always, unless both times are known and
-    ONNX Runtime's is less than ``min_speedup`` times the kernel's."""
-    if min_speedup is None or not isinstance(times, tuple):
+    """Whether a step runs its kernel: always without ``min_speedup``; with it,
+    where both times are known and ONNX Runtime's is at least ``min_speedup``
+    times the kernel's (a step ONNX Runtime computes inside another node, a
+    residual add in a convolution say, costs it next to nothing)."""
+    if min_speedup is None:
         return True
-    return times[0] / times[1] >= min_speedup
+    return isinstance(times, tuple) and times[0] / times[1] >= min_speedup
 
 
-def _report(rewrites: list[_Rewrite], kept: list[_Rewrite], times: dict, min_speedup: float | None) -> str:
+def _report(rewrites: list[_Rewrite], kept: list[_Rewrite], times: dict, min_speedup: float | None,
+            timed: "tuple[Profile, Profile] | None") -> str:
     """The report written beside the model: every tuned node, its times, where it runs."""
     rows, names = [], {r.name for r in kept}
     for r in rewrites:
-        timed = times.get(r.op.name)
-        ort, ours = timed if isinstance(timed, tuple) else (None, None)
+        measured = times.get(r.name)
+        ort, ours = measured if isinstance(measured, tuple) else (None, None)
         rows.append([r.name, r.op.name, format_seconds(r.op.entry.kernel.stats.time), format_seconds(ort),
                      format_seconds(ours), f"{ort / ours:.2f}x" if ours else "",
-                     "evokernel" if r.name in names else "ONNX Runtime", timed if isinstance(timed, str) else ""])
+                     "evokernel" if r.name in names else "ONNX Runtime", measured if isinstance(measured, str) else ""])
     rule = "" if min_speedup is None else \
-        f" (nodes under {min_speedup}x ONNX Runtime's speed, each timed alone in it, left to ONNX Runtime)"
+        f" (nodes under {min_speedup}x ONNX Runtime's speed, each timed in the whole model, left to ONNX Runtime)"
+    whole = "" if timed is None else (
+        f"The whole model per run: {format_seconds(timed[0].seconds)} on ONNX Runtime's kernels, "
+        f"{format_seconds(timed[1].seconds)} with every tuned node on evokernel kernels.\n")
     head = ["node", "op", "tuned", "ONNX Runtime", "evokernel in ONNX Runtime", "speedup", "runs in", "note"]
-    return f"{len(kept)} of {len(rewrites)} tuned nodes on evokernel kernels{rule}\n\n{table(head, rows)}\n"
+    return f"{len(kept)} of {len(rewrites)} tuned nodes on evokernel kernels{rule}\n{whole}\n{table(head, rows)}\n"

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 import evokernel as ek
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the small ONNX graphs of the model tests
-from _graphs import pointwise_pair, small_cnn
+from _graphs import pointwise_pair, residual_block, small_cnn
 
 SHAPE = (2, 4, 12, 12)
 CPU = ["CPUExecutionProvider"]
@@ -115,7 +115,8 @@ ROW = re.compile(r"^(\S+) .*?(?:(\d+\.\d+)x)?\s+(evokernel|ONNX Runtime)\s*(.*)$
 
 def report_rows(path: Path) -> dict[str, tuple]:
     """Node -> (speedup or None, where it runs, note), from the report beside ``path``."""
-    lines = path.with_suffix(".report.txt").read_text().splitlines()[3:]
+    lines = path.with_suffix(".report.txt").read_text().splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("node ")) + 1:]
     return {m[1]: (float(m[2]) if m[2] else None, m[3], m[4]) for m in map(ROW.match, lines)}
 
 
@@ -147,8 +148,9 @@ def test_the_report_lists_every_tuned_node(exported):
 
 
 def test_min_speedup_leaves_the_nodes_onnxruntime_runs_faster_to_it(tuned, tmp_path):
-    """Each op's node is timed alone in the real onnxruntime both ways; those whose
-    kernel is less than ``min_speedup`` times faster keep their original nodes, and
+    """Each tuned node is timed in the whole model by the real onnxruntime's
+    profiler both ways; those whose kernel is less than ``min_speedup`` times
+    faster keep their original nodes, the report states both whole models' times, and
     the model still computes what the original does. The rule is set between the
     speedups a first export measured, so that some nodes fall on each side."""
     cnn, _ = tuned
@@ -156,6 +158,9 @@ def test_min_speedup_leaves_the_nodes_onnxruntime_runs_faster_to_it(tuned, tmp_p
     assert len(evokernel_nodes(onnx.load(str(everything)))) == 7
     measured = sorted(speedup for speedup, _, _ in report_rows(everything).values())
     assert len(measured) == 7 and None not in measured
+    whole = re.search(r"The whole model per run: ([\d.]+) (m?s|us) on ONNX Runtime's kernels, ([\d.]+) (m?s|us) with "
+                      r"every tuned node", everything.with_suffix(".report.txt").read_text())
+    assert whole and float(whole[1]) > 0 and float(whole[3]) > 0
     rule = measured[2] + 0.005  # halfway between two speedups as the report rounds them: no tie to misread
     lib, path = ek.export_onnxruntime(cnn, tmp_path, min_speedup=rule)
     rows = report_rows(path)
@@ -169,6 +174,24 @@ def test_min_speedup_leaves_the_nodes_onnxruntime_runs_faster_to_it(tuned, tmp_p
     with pytest.raises(ek.ExportError, match=r"no tuned node is at least 1000000000.0x faster(.|\n)*fc "):
         ek.export_onnxruntime(cnn, tmp_path / "none", min_speedup=1e9)
     assert not list((tmp_path / "none").glob("*"))
+
+
+def test_min_speedup_leaves_to_onnxruntime_the_steps_it_fuses_into_a_convolution(make_cache, tmp_path):
+    """ONNX Runtime computes a residual Add and its ReLU (one tuned step) inside
+    the convolution before them (its optimised graph has no node of their own):
+    they cost it next to nothing, so even the loosest rule leaves them to it, and
+    the model still computes what the original does."""
+    model = residual_block()
+    net = ek.tune_model(model, budget=6, seed=0, evaluator="local", cache_dir=make_cache("residual"),
+                        progress=False)
+    lib, path = ek.export_onnxruntime(net, tmp_path, min_speedup=1e-9)
+    rows = report_rows(path)
+    fused = {name: row for name, row in rows.items() if "inside another node" in row[2]}
+    assert set(fused) == {"residual"} and all(where == "ONNX Runtime" for _, where, _ in fused.values())
+    assert {where for name, (_, where, _) in rows.items() if name not in fused} == {"evokernel"}
+    assert {n.op_type for n in onnx.load(str(path)).graph.node if not n.domain} == {"Add", "Relu"}
+    x = np.random.default_rng(6).random((1, 16, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(session(path, lib).run(None, {"x": x})[0], reference(model, x=x), rtol=1e-4, atol=1e-5)
 
 
 def test_a_wrong_shape_at_run_time_is_an_onnxruntime_error_naming_it(exported):

@@ -60,3 +60,21 @@ def pointwise_pair():
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 7])
     return helper.make_model(helper.make_graph(nodes, "pointwise", [x], [y], inits),
                              opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def residual_block(channels: int = 16, size: int = 8):
+    """conv+ReLU, conv, a residual Add of the first ReLU's output, ReLU: ONNX
+    Runtime computes the Add and the last ReLU inside the second conv; input
+    ``x`` [1, channels, size, size]."""
+    rng = np.random.default_rng(5)
+    inits = [_init(name, rng.uniform(-0.3, 0.3, (channels, channels, 3, 3))) for name in ("w1", "w2")]
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", **conv),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", **conv),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="residual"),
+             helper.make_node("Relu", ["s"], ["y"], name="relu2")]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(nodes, "residual_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

@@ -444,7 +444,7 @@ def _report(rewrites: list[_Rewrite], kept: list[_Rewrite], times: dict, min_spe
     rule = "" if min_speedup is None else \
         f" (nodes under {min_speedup}x ONNX Runtime's speed, each timed in the whole model, left to ONNX Runtime)"
     whole = "" if timed is None else (
-        f"The whole model per run: {format_seconds(timed[0].seconds)} on ONNX Runtime's kernels, "
+        f"The whole model per run, profiled: {format_seconds(timed[0].seconds)} on ONNX Runtime's kernels, "
         f"{format_seconds(timed[1].seconds)} with every tuned node on evokernel kernels.\n")
     head = ["node", "op", "tuned", "ONNX Runtime", "evokernel in ONNX Runtime", "speedup", "runs in", "note"]
     return f"{len(kept)} of {len(rewrites)} tuned nodes on evokernel kernels{rule}\n{whole}\n{table(head, rows)}\n"

@@ -170,7 +170,7 @@ def time_native(kernel, arrays, min_seconds: float = 0.5) -> float:
     data stays on the device between the calls of a batch)."""
     samples, spent, batch = [], 0.0, 1
     while spent < min_seconds or len(samples) < 10:
-        times = list(kernel.time(arrays, batch))
+        times = list(kernel.time([arrays], batch))
         samples += times[1:] if batch > 1 else times  # a batch's first call copies the inputs over
         spent += sum(times)
         batch = min(batch * 2, 256)

@@ -51,7 +51,7 @@ def side_by_side(op, kernel: ek.Kernel, baseline: codegen.NativeKernel, rounds: 
         for _ in range(20):
             kernel(*arrays, out=out)
         tuned.append((time.perf_counter() - start) / 20)
-        base.append(float(np.median(baseline.time([*arrays, out], 1))))
+        base.append(float(np.median(baseline.time([[*arrays, out]], 1))))
     return float(np.median(tuned)), float(np.median(base))
 
 

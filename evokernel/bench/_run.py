@@ -239,7 +239,7 @@ def _placement_spread(halide: HalideMethods, name: str, config: Config) -> dict:
     arrays, each starting at its own random offset from a page boundary: the median
     per placement, and their spread (slowest over fastest, minus 1)."""
     calls = {f"placement {i}": halide.bind(name, arrays)
-             for i, arrays in enumerate(halide.task.placed(config.placements, config.seed))}
+             for i, (arrays,) in enumerate(halide.task.placed(config.placements, config.seed))}
     medians = [t.median * 1e3 for t in time_side_by_side(calls, config.protocol).values()]
     return {"placement_ms": medians, "placement_spread": max(medians) / min(medians) - 1}
 

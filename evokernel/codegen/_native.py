@@ -208,9 +208,8 @@ def load_runtime(path: Path, threads: int) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     lib.evokernel_last_error.restype = ctypes.c_char_p
     lib.evokernel_call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-    for timing in (lib.evokernel_time_calls, lib.evokernel_time_fresh_calls):
-        timing.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                           ctypes.POINTER(ctypes.c_double)]
+    lib.evokernel_time_sets.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_double), ctypes.c_int]
     lib.evokernel_install_error_handler()
     lib.halide_set_num_threads(int(threads))
     lib.evokernel_spin.argtypes = [ctypes.c_int, ctypes.c_double]
@@ -352,6 +351,7 @@ class NativeKernel:
         self._argv = (ctypes.c_void_p * len(self._buffers))(*[ctypes.addressof(b) for b in self._buffers])
         self._lock = threading.Lock()
         self._bound: list = [None] * len(self._buffers)  # the arrays the headers point at
+        self._timed_sets = None  # (their ids, the arrays, headers, argument vector) of the sets timed last
 
     def _bind(self, arrays: Sequence[np.ndarray]) -> None:
         """Point each buffer header at its array's data, unless it is the very array
@@ -382,19 +382,33 @@ class NativeKernel:
                 rc = self._entry(self._argv)
         self._check(rc)
 
-    def time(self, arrays: Sequence[np.ndarray], calls: int, fresh: bool = False) -> np.ndarray:
-        """Seconds of each of ``calls`` back-to-back calls, measured in C; with
-        ``fresh``, this thread rewrites the inputs before each call (untimed), so
-        they start in its cache only, as a network's previous layer leaves them."""
+    def time(self, sets: Sequence[Sequence[np.ndarray]], calls: int, fresh: bool = False) -> np.ndarray:
+        """Seconds of each of ``calls`` back-to-back calls, measured in C, in turn on
+        each of ``sets`` (the inputs, then the output): with enough sets, a call
+        finds its arrays out of the cores' caches, where the calls on the other sets
+        pushed them. With ``fresh``, this thread rewrites a call's inputs before it
+        (untimed), so they start in its cache only, as a network's previous layer
+        leaves them."""
         times = np.zeros(calls, dtype=np.float64)
-        timing = self._runtime.evokernel_time_fresh_calls if fresh else self._runtime.evokernel_time_calls
         with self._lock:
-            self._bind(arrays)
+            argv = self._timing_argv(sets)
             self._runtime.evokernel_clear_error()
-            rc = timing(self._fn, self._argv, len(self._buffers), calls,
-                        times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+            rc = self._runtime.evokernel_time_sets(self._fn, argv, len(self._buffers), len(sets), calls,
+                                                   times.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), int(fresh))
             self._check(rc)
         return times
+
+    def _timing_argv(self, sets: Sequence[Sequence[np.ndarray]]):
+        """The argument vector of ``sets``, set after set: the headers of the last
+        sets timed are kept (with their arrays) and reused for the same arrays."""
+        key = tuple(id(a) for arrays in sets for a in arrays)
+        if self._timed_sets is None or self._timed_sets[0] != key:
+            headers = [describe_buffer(a.shape, a.dtype.name) for arrays in sets for a in arrays]
+            for header, array in zip(headers, (a for arrays in sets for a in arrays)):
+                header.host = _address(array)
+            argv = (ctypes.c_void_p * len(headers))(*[ctypes.addressof(h) for h in headers])
+            self._timed_sets = (key, [list(arrays) for arrays in sets], headers, argv)
+        return self._timed_sets[3]
 
 
 #: Bytes of a memory page (the alignment of ``page_aligned``).

@@ -86,33 +86,40 @@ static void rewrite_inputs(void **args, int count) {
     }
 }
 
-/* Call fn(args) `iters` times, writing each call's seconds into times[]; with `fresh`,
- * the inputs are rewritten by this thread before each call (untimed). Stops at the
- * first non-zero return code and returns it. */
-static int time_calls(int (*fn)(void **), void **args, int count, int iters, double *times, int fresh) {
+/* Call fn `iters` times, in turn on each of `sets` sets of `count` buffers (`args`
+ * holds them set after set), writing each call's seconds into times[]; with `fresh`,
+ * the inputs of each call are rewritten by this thread before it (untimed). Stops at
+ * the first non-zero return code and returns it. */
+static int time_calls(int (*fn)(void **), void **args, int count, int sets, int iters, double *times, int fresh) {
     int rc = 0;
-    mark_inputs(args, count);
+    for (int s = 0; s < sets; s++) mark_inputs(args + (size_t)s * count, count);
     for (int i = 0; i < iters && rc == 0; i++) {
-        if (fresh) rewrite_inputs(args, count);
+        void **set = args + (size_t)(i % sets) * count;
+        if (fresh) rewrite_inputs(set, count);
         double start = now_seconds();
-        rc = fn(args);
-        halide_buffer_t *out = (halide_buffer_t *)args[count - 1];
+        rc = fn(set);
+        halide_buffer_t *out = (halide_buffer_t *)set[count - 1];
         if (rc == 0 && out->device) rc = halide_device_sync(NULL, out);  /* GPU calls are asynchronous */
         times[i] = now_seconds() - start;
     }
-    return finish(args, count, rc);
+    for (int s = 0; s < sets; s++) rc = finish(args + (size_t)s * count, count, rc);
+    return rc;
 }
 
-/* Back-to-back calls. */
+/* Back-to-back calls on one set of buffers. */
 int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
-    return time_calls(fn, args, count, iters, times, 0);
+    return time_calls(fn, args, count, 1, iters, times, 0);
 }
 
-/* Calls on inputs fresh from this thread: a kernel whose threads each read all of an
- * input pays for bringing it to their cores, as it does after the layer before it
- * in a network. */
-int evokernel_time_fresh_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
-    return time_calls(fn, args, count, iters, times, 1);
+/* Calls in turn on `sets` copies of the buffers: with enough copies, each call finds
+ * its output and inputs where the calls before left them, out of the cores' own
+ * caches, as a layer of a network finds the buffer it writes and its weights. With
+ * `fresh`, its inputs are rewritten by this thread first: a kernel whose threads each
+ * read all of an input pays for bringing it to their cores, as it does after the
+ * layer before it in a network. */
+int evokernel_time_sets(int (*fn)(void **), void **args, int count, int sets, int iters, double *times,
+                        int fresh) {
+    return time_calls(fn, args, count, sets, iters, times, fresh);
 }
 
 /* -- parallel loops on OpenMP ---------------------------------------------------------- */

@@ -164,7 +164,7 @@ class EmulatedProcess:
 
 class _HarnessKernel:
     """One kernel in a harness process, called as ``run_one`` calls a
-    ``NativeKernel``: ``kernel(arrays)`` and ``kernel.time(arrays, calls)``."""
+    ``NativeKernel``: ``kernel(arrays)`` and ``kernel.time(sets, calls)``."""
 
     def __init__(self, owner: EmulatedProcess, library: Path, function: str):
         self.owner, self.library, self.function = owner, library, function
@@ -201,9 +201,11 @@ class _HarnessKernel:
         out = np.fromfile(self.owner.output_path, dtype=arrays[-1].dtype).reshape(arrays[-1].shape)
         np.copyto(arrays[-1], out)
 
-    def time(self, arrays: Sequence[np.ndarray], calls: int, fresh: bool = False) -> np.ndarray:
-        """Back-to-back calls in the harness (``fresh`` is not modelled under emulation)."""
-        self._check(arrays)
+    def time(self, sets: Sequence[Sequence[np.ndarray]], calls: int, fresh: bool = False) -> np.ndarray:
+        """Back-to-back calls in the harness on the one set it holds (rotating sets
+        and ``fresh`` inputs are not modelled under emulation)."""
+        for arrays in sets:
+            self._check(arrays)
         words = self._request(f"time {int(calls)}")
         return np.array([float(w) for w in words[1:]], dtype=np.float64)
 

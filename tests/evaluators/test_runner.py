@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import halide as hl
 import numpy as np
@@ -60,6 +61,12 @@ KERNELS = {
     "error": "int evokernel_kernel_argv(void **args) {"
              "  (void)args; halide_error(0, \"Input buffer x is accessed out of bounds (test)\"); return -7; }",
     "no_entry": "int some_other_function(void) { return 0; }",
+    # counts its calls in out[0] and copies the rest
+    "tally": "int evokernel_kernel_argv(void **args) {"
+             "  buffer_t *in = args[0], *out = args[1]; const float *x = (const float *)in->host;"
+             "  float *y = (float *)out->host; y[0] += 1.0f;"
+             "  for (int i = 1; i < count(out); i++) y[i] = x[i];"
+             "  return 0; }",
     # fast only where its input sits near a page boundary: spins 1000 rounds per float past it
     "placed": "int evokernel_kernel_argv(void **args) {"
               "  buffer_t *in = args[0], *out = args[1]; const float *x = (const float *)in->host;"
@@ -300,29 +307,56 @@ def test_placements_are_fresh_copies_at_their_own_page_offsets(runner):
     task = runner.task
     placed = task.placed(3, seed=5)
     assert placed is task.placed(3, seed=5), "kept for the next kernel"
-    offsets = {a.ctypes.data % 4096 for place in placed for a in place}
+    offsets = {a.ctypes.data % 4096 for (arrays,) in placed for a in arrays}
     assert len(offsets) == 6
-    for x, out in placed:
+    for (x, out), in placed:
         np.testing.assert_array_equal(x, task.inputs[0])
         assert not np.shares_memory(x, task.inputs[0]) and out.shape == (SIZE,)
-    assert task.placed(3, seed=6)[0][0].ctypes.data % 4096 not in offsets
+    assert task.placed(3, seed=6)[0][0][0].ctypes.data % 4096 not in offsets
+
+
+def test_the_copies_of_a_placement_sit_at_its_offsets_in_memory_of_their_own():
+    """The sets a placement's calls rotate through: equal arrays at the placement's
+    offsets, no two sharing memory."""
+    task = Task("", 1, [(SIZE,), (SIZE,)], ["float32", "float32"], [np.arange(SIZE, dtype=np.float32)],
+                np.zeros(SIZE, np.float32), 0.0, 0.0)
+    placed = task.placed(2, seed=3, copies=4)
+    assert len(placed) == 2 and all(len(copies) == 4 for copies in placed)
+    for copies in placed:
+        assert len({tuple(a.ctypes.data % 4096 for a in arrays) for arrays in copies}) == 1
+        for i, (x, out) in enumerate(copies):
+            np.testing.assert_array_equal(x, task.inputs[0])
+            assert not any(np.shares_memory(x, y) or np.shares_memory(out, o) for y, o in copies[i + 1:])
+    assert [a.ctypes.data % 4096 for a in placed[0][0]] == [a.ctypes.data % 4096 for a in task.placed(2, 3)[0][0]]
 
 
 def test_a_kernel_fast_only_at_some_placements_gets_its_slowest_time(runner, libraries):
     """The "placed" kernel spins in proportion to its input's offset in its page: the
     placement furthest from a page boundary sets its time."""
     def gap(seed):  # bytes between the furthest input from its page start and the next
-        offsets = sorted(x.ctypes.data % 4096 for x, _ in runner.task.placed(3, seed))
+        offsets = sorted(x.ctypes.data % 4096 for ((x, _), *_) in runner.task.placed(3, seed))
         return offsets[2] - offsets[1]
 
     seed = next(s for s in range(200) if gap(s) > 1500)
     protocol = Protocol(min_calls=30, max_calls=60, min_time=0.0, placements=3, placement_seed=seed)
     m = runner.measure(libraries["placed"], FUNCTION, protocol, None, 30.0)
     assert m.outcome is Outcome.OK and sorted(set(m.placements)) == [0, 1, 2]
-    offsets = [x.ctypes.data % 4096 for x, _ in runner.task.placed(3, seed)]
+    offsets = [x.ctypes.data % 4096 for ((x, _), *_) in runner.task.placed(3, seed)]
     medians = [float(np.median([t for t, p in zip(m.times, m.placements) if p == i])) for i in range(3)]
     assert int(np.argmax(medians)) == int(np.argmax(offsets))
     assert m.time() == max(medians) > 1.5 * sorted(medians)[1]
+
+
+def test_timed_calls_take_the_sets_in_turn_each_with_its_own_arrays(runtime, libraries):
+    """Seven calls on three sets: the first set is called three times, the others
+    twice, each on its own input and output."""
+    kernel = codegen.NativeKernel(libraries["tally"], FUNCTION, codegen.load_runtime(Path(runtime), 1),
+                                  [(SIZE,), (SIZE,)], ["float32", "float32"])
+    sets = [[np.full(SIZE, i, np.float32), np.zeros(SIZE, np.float32)] for i in range(3)]
+    times = kernel.time(sets, 7)
+    assert len(times) == 7 and (times >= 0).all()
+    assert [out[0] for _, out in sets] == [3.0, 2.0, 2.0]
+    assert all((out[1:] == i).all() for i, (_, out) in enumerate(sets))
 
 
 FRESH_PROBE = r"""
@@ -342,7 +376,7 @@ before = x.copy()
 out = np.zeros(size, np.float32)
 kernel = NativeKernel(Path(sys.argv[2]), FUNCTION, load_runtime(Path(sys.argv[1]), 1), [(size,), (size,)],
                       ["float32", "float32"])
-times = kernel.time([x.view(np.float32), out], 7, fresh=True)
+times = kernel.time([[x.view(np.float32), out]], 7, fresh=True)
 assert len(times) == 7 and (times >= 0).all(), times
 assert np.array_equal(x, before), "the rewrite changed an input"
 assert np.array_equal(out.view(np.uint32), before), "the kernel read something else"

@@ -46,10 +46,10 @@ class Protocol:
     for ``fresh_inputs``) out of the cores' own caches, as a layer does in a network
     (a 1x1 conv of 16 to 64 channels on 55x55, tuned at 33 us on one set of arrays,
     took 77 us in ONNX Runtime after a 32 MB pass, 76-84 us in SqueezeNet; schedules
-    differ: its templates, timed on rotating copies, lost 12-90%). Its workers spin ``spin``
-    seconds after each parallel loop, as an engine's threads do between layers, so
-    no timed call waits for the operating system to wake a sleeping worker (tens
-    of microseconds there, whatever the schedule)."""
+    differ: its templates ran up to 1.9x slower on rotating copies, some no slower).
+    Its workers spin ``spin`` seconds after each parallel loop, as an engine's
+    threads do between layers, so no timed call waits for the operating system to
+    wake a sleeping worker (tens of microseconds there, whatever the schedule)."""
 
     warmup: int = 0
     min_calls: int = 3

@@ -336,6 +336,22 @@ def test_panel_templates_give_each_thread_stretches_of_consecutive_panels():
         assert plans[copy].at_loop == loops[1].name
 
 
+def test_channel_panels_come_widest_first_where_every_thread_gets_one():
+    """On 32 vector registers a conv's first channel panel holds four vectors of
+    channels where the channels make a panel that wide for each thread, and two
+    vectors where they do not (a 64-channel conv on 2 threads, 16 lanes); on one
+    thread the four-vector panel comes first there too."""
+    def first_panel_vectors(c_out, threads):
+        space = space_of(ek.operators.conv2d(1, 32, 14, 14, c_out, 3, pad=1), lanes=16, threads=threads,
+                         registers=32)
+        panel = next(g for g in templates(space) if any(s.host for s in g.stages))
+        return panel.stages[-1].unroll[2]
+
+    assert first_panel_vectors(128, threads=2) == 4
+    assert first_panel_vectors(64, threads=2) == 2
+    assert first_panel_vectors(64, threads=1) == 4
+
+
 def test_factored_templates_keep_blocks_of_sums_along_the_output_dims_longer_than_one():
     """A matrix-vector product gets factored reductions with blocks of weight rows
     only; a batched fc also blocks of rows by batch points; a conv, whose first

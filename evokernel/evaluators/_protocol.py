@@ -138,7 +138,6 @@ MOVABLE_BYTES = 256 << 20
 MAX_COPIES = 16
 
 
-
 #: Elements compared at a time: blocks that stay in cache make the check of a large
 #: output several times faster than whole-array passes (10⁸ floats: 0.9 s, not 11 s).
 CHECK_BLOCK = 1 << 16

@@ -2,7 +2,8 @@
 ResNet-18 (torchvision's definitions, random weights) in PyTorch eager, under
 ``torch.compile``, with ``ek.torch.optimize``; in ONNX Runtime's CPU provider alone
 and with the library ``ek.export_onnxruntime`` writes (every tuned node, and only the
-nodes it runs faster than ONNX Runtime, ``min_speedup=1.0``). All with the same threads.
+nodes it runs faster than ONNX Runtime in the graph, ``min_speedup=1.0``: no row where
+there are none). All with the same threads.
 
     pip install '.[bench]' torchvision
     python benchmarks/engines.py --budget 10m                    # both networks

@@ -34,7 +34,7 @@ static struct {
     const char *(*last_error)(void);
     void (*clear_error)(void);
     int (*call)(kernel_fn, void **, int);
-    int (*time_calls)(kernel_fn, void **, int, int, double *);
+    int (*time_sets)(kernel_fn, void **, int, int, int, double *, int);
     int (*set_num_threads)(int);
 } rt;
 
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     rt.last_error = symbol(runtime, "evokernel_last_error");
     rt.clear_error = symbol(runtime, "evokernel_clear_error");
     rt.call = symbol(runtime, "evokernel_call");
-    rt.time_calls = symbol(runtime, "evokernel_time_calls");
+    rt.time_sets = symbol(runtime, "evokernel_time_sets");
     rt.set_num_threads = symbol(runtime, "halide_set_num_threads");
     rt.install_error_handler();
     rt.set_num_threads(atoi(argv[4]));
@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
         } else if (sscanf(line, "time %d", &calls) == 1 && calls > 0) {
             times = realloc(times, sizeof *times * (size_t)calls);
             if (!times) fail("out of memory for", "times");
-            int rc = rt.time_calls(fn, args, count, calls, times);
+            int rc = rt.time_sets(fn, args, count, 1, calls, times, 0);  /* back to back on one set */
             if (rc == 0) {
                 printf("times");
                 for (int i = 0; i < calls; i++) printf(" %.9e", times[i]);

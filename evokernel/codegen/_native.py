@@ -401,13 +401,14 @@ class NativeKernel:
     def _timing_argv(self, sets: Sequence[Sequence[np.ndarray]]):
         """The argument vector of ``sets``, set after set: the headers of the last
         sets timed are kept (with their arrays) and reused for the same arrays."""
-        key = tuple(id(a) for arrays in sets for a in arrays)
+        arrays = [a for one in sets for a in one]
+        key = tuple(map(id, arrays))
         if self._timed_sets is None or self._timed_sets[0] != key:
-            headers = [describe_buffer(a.shape, a.dtype.name) for arrays in sets for a in arrays]
-            for header, array in zip(headers, (a for arrays in sets for a in arrays)):
+            headers = [describe_buffer(a.shape, a.dtype.name) for a in arrays]
+            for header, array in zip(headers, arrays):
                 header.host = _address(array)
-            argv = (ctypes.c_void_p * len(headers))(*[ctypes.addressof(h) for h in headers])
-            self._timed_sets = (key, [list(arrays) for arrays in sets], headers, argv)
+            argv = (ctypes.c_void_p * len(headers))(*map(ctypes.addressof, headers))
+            self._timed_sets = (key, arrays, headers, argv)
         return self._timed_sets[3]
 
 

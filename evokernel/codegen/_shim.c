@@ -5,8 +5,9 @@
  * - Errors: the AOT runtime's default handler calls abort(); ours keeps the
  *   message (per thread) and returns, so the pipeline returns an error code.
  * - Timing: the kernel is called through its generated `<name>_argv` entry point
- *   in a C loop, so Python's call overhead never enters a measurement; back to
- *   back, or with its inputs rewritten by the caller before each call.
+ *   in a C loop, so Python's call overhead never enters a measurement; on one
+ *   set of buffers or on copies in turn, its inputs rewritten by the caller
+ *   before each call or not.
  * - GPU targets: the arrays are host memory. Inputs are marked host-dirty so
  *   Halide copies them to the device; after the call (or the timed calls, which
  *   keep the data on the device) the output (the last buffer) is copied back and
@@ -87,10 +88,15 @@ static void rewrite_inputs(void **args, int count) {
 }
 
 /* Call fn `iters` times, in turn on each of `sets` sets of `count` buffers (`args`
- * holds them set after set), writing each call's seconds into times[]; with `fresh`,
- * the inputs of each call are rewritten by this thread before it (untimed). Stops at
- * the first non-zero return code and returns it. */
-static int time_calls(int (*fn)(void **), void **args, int count, int sets, int iters, double *times, int fresh) {
+ * holds them set after set), writing each call's seconds into times[]. With enough
+ * sets, each call finds its output and inputs where the calls before left them, out
+ * of the cores' own caches, as a layer of a network finds the buffer it writes and
+ * its weights. With `fresh`, each call's inputs are rewritten by this thread first
+ * (untimed): a kernel whose threads each read all of an input pays for bringing it
+ * to their cores, as it does after the layer before it in a network. Stops at the
+ * first non-zero return code and returns it. */
+int evokernel_time_sets(int (*fn)(void **), void **args, int count, int sets, int iters, double *times,
+                        int fresh) {
     int rc = 0;
     for (int s = 0; s < sets; s++) mark_inputs(args + (size_t)s * count, count);
     for (int i = 0; i < iters && rc == 0; i++) {
@@ -104,22 +110,6 @@ static int time_calls(int (*fn)(void **), void **args, int count, int sets, int 
     }
     for (int s = 0; s < sets; s++) rc = finish(args + (size_t)s * count, count, rc);
     return rc;
-}
-
-/* Back-to-back calls on one set of buffers. */
-int evokernel_time_calls(int (*fn)(void **), void **args, int count, int iters, double *times) {
-    return time_calls(fn, args, count, 1, iters, times, 0);
-}
-
-/* Calls in turn on `sets` copies of the buffers: with enough copies, each call finds
- * its output and inputs where the calls before left them, out of the cores' own
- * caches, as a layer of a network finds the buffer it writes and its weights. With
- * `fresh`, its inputs are rewritten by this thread first: a kernel whose threads each
- * read all of an input pays for bringing it to their cores, as it does after the
- * layer before it in a network. */
-int evokernel_time_sets(int (*fn)(void **), void **args, int count, int sets, int iters, double *times,
-                        int fresh) {
-    return time_calls(fn, args, count, sets, iters, times, fresh);
 }
 
 /* -- parallel loops on OpenMP ---------------------------------------------------------- */

@@ -333,6 +333,31 @@ def test_channel_panels_vectorise_a_conv_along_its_output_channels(op):
         np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", [ek.operators.conv2d(1, 20, 9, 23, 40, 3, pad=1, activation="relu"),
+                                ek.operators.conv2d(2, 8, 6, 7, 24, 3, stride=2, pad=1, bias=True)],
+                         ids=["row-of-23", "batch-stride2"])
+def test_a_row_stored_panel_writes_whole_rows_of_each_channel(op):
+    """A channel panel's row-stored twin comes before it: its sums are still
+    vectors along the channels, tiled as the panel's, but computed one whole row
+    of the panel at a time (inside the output's loops over the other dims,
+    outside its channel loops), and the output is stored in vectors along the
+    row; it computes the conv, also where the row is not a multiple of the vector."""
+    space = space_of(op, registers=32)
+    acc = space.index("acc")
+    found = templates(space)
+    index = next(i for i, g in enumerate(found) if g.stages[acc].vector == 2 and g.stages[-1].vector == 0)
+    twin, panel = found[index], next(g for g in found[index:] if g.stages[-1].vector == 2)
+    assert twin.stages[acc].unroll == panel.stages[acc].unroll
+    plans = plan(space, twin)
+    out_loops = [l.name for l in plans[-1].definitions[-1].loops]
+    assert out_loops.index(plans[acc].at_loop) == out_loops.index("y")
+    assert out_loops[-1] == "x_v" if op.output.shape[-1] > space.lanes else "x"
+    algorithm = op.algorithm()
+    apply(twin, algorithm, space)
+    arrays = [np.random.default_rng(4).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("op", [ek.operators.conv2d(1, 40, 7, 9, 36, 3, pad=1, bias=True),
                                 ek.operators.matmul(40, 100, 300)], ids=["conv", "matmul"])
 def test_a_blocked_panel_runs_every_tile_inside_each_block_of_the_reduction(op):

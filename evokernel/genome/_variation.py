@@ -310,7 +310,8 @@ def templates(space: ScheduleSpace) -> list[Genome]:
     tiles inside parallel panels of the output with a weight copy packed once per
     panel, as BLAS packs it (``_panel_templates``: along dim 0 where the copy is
     indexed along it, along a conv's channels where the copy holds them innermost;
-    the first of each kind followed by its ``_blocked`` twin), then register tiles
+    the first of each kind followed by its ``_blocked`` twin, the first channel
+    panel preceded by its ``_row_stored`` twin), then register tiles
     of the output (vector lanes along dim 0 times a tile along another dim longer
     than one, outer dims first: a conv's channels before its rows;
     ``REGISTER_TILES``, after ``WIDE_REGISTER_TILES`` where the machine has 32

@@ -351,7 +351,7 @@ def test_a_row_stored_panel_writes_whole_rows_of_each_channel(op):
     plans = plan(space, twin)
     out_loops = [l.name for l in plans[-1].definitions[-1].loops]
     assert out_loops.index(plans[acc].at_loop) == out_loops.index("y")
-    assert out_loops[-1] == "x_v" if op.output.shape[-1] > space.lanes else "x"
+    assert out_loops[-1] == ("x_v" if op.output.shape[-1] > space.lanes else "x")
     algorithm = op.algorithm()
     apply(twin, algorithm, space)
     arrays = [np.random.default_rng(4).standard_normal(s.shape).astype(np.float32) for s in op.inputs]

@@ -456,9 +456,38 @@ def _with_blocked(space: ScheduleSpace, r_index: int, panels: list[Genome]) -> l
 
 
 def _with_row_stored(space: ScheduleSpace, r_index: int, panels: list[Genome]) -> list[Genome]:
-    """``panels`` with the first (likeliest) one's ``_row_stored`` twin before it."""
-    twin = _row_stored(space, panels[0], r_index) if panels else None
-    return ([twin] if twin else []) + panels
+    """``panels`` with the first (likeliest) one's ``_row_stored`` twin before it,
+    and before that its ``_row_fitted`` one where there is one."""
+    if not panels:
+        return panels
+    fitted = _row_fitted(space, panels[0], r_index)
+    twins = [_row_stored(space, p, r_index) for p in ([fitted] if fitted else []) + panels[:1]]
+    return [t for t in twins if t] + panels
+
+
+def _row_fitted(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | None":
+    """A channel panel whose register tile holds a whole row, where the row is
+    neither its tile nor two or more of them (a 7x7 image's row of 7, not 6 and a
+    guarded 1), with as many vectors of channels as the panel's that fit in its
+    accumulators and divide the channels, at least two (ResNet-18's 3x3 convs on
+    7x7 on a 2-vCPU Xeon, row-stored: 7 by 2 vectors 10-42% faster than 6 by 4);
+    None where the tile fits the row already or nothing else does."""
+    output, reduction = space.stages[-1], space.stages[r_index]
+    gene, out_gene = panelled.stages[r_index], panelled.stages[-1]
+    v, row = out_gene.vector, output.extents[0]
+    points = gene.unroll[0]
+    if v <= 0 or row == points or not points // 2 < row < 2 * points:
+        return None
+    most = min(gene.unroll[v], math.prod(gene.unroll) // row)
+    vectors = [m for m in range(most, 1, -1) if (output.extents[v] // space.lanes) % m == 0]
+    if not vectors:
+        return None
+    panel = space.lanes * vectors[0]
+    unroll = tuple(row if i == 0 else vectors[0] if i == v else u for i, u in enumerate(gene.unroll))
+    out_unroll = tuple(vectors[0] if i == v else u for i, u in enumerate(out_gene.unroll))
+    tiles = tuple((row, row) if i == 0 else (panel, panel) if i == v else t for i, t in enumerate(out_gene.tiles))
+    genome = panelled.replace_stage(r_index, replace(gene, unroll=unroll))
+    return genome.replace_stage(len(space.stages) - 1, replace(out_gene, tiles=tiles, unroll=out_unroll))
 
 
 def _row_stored(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | None":

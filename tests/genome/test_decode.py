@@ -358,6 +358,27 @@ def test_a_row_stored_panel_writes_whole_rows_of_each_channel(op):
     np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
 
 
+def test_a_row_fitted_panel_holds_a_short_row_in_its_register_tile():
+    """Where a conv's row is shorter than two of its first panel's tiles (7 points
+    against 12), the first template is that panel with a tile of the whole row by
+    as many channel vectors as divide the channels, row-stored; it computes the
+    conv. A row of two tiles or more (14 against 6) gets none."""
+    op = ek.operators.conv2d(1, 16, 7, 7, 64, 3, pad=1, bias=True)
+    space = space_of(op, registers=32)
+    acc = space.index("acc")
+    found = templates(space)
+    first = next(g for g in found if g.stages[acc].vector == 2)
+    assert first.stages[acc].unroll == (7, 1, 2, 1) and first.stages[-1].vector == 0
+    assert first.stages[-1].tiles[2] == (2 * space.lanes,) * 2
+    algorithm = op.algorithm()
+    apply(first, algorithm, space)
+    arrays = [np.random.default_rng(6).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+    wide = space_of(ek.operators.conv2d(1, 16, 14, 14, 256, 3, pad=1), registers=32)
+    rows = {g.stages[acc].unroll[0] for g in templates(wide) if g.stages[acc].vector == 2}
+    assert rows and 14 not in rows and 7 not in rows
+
+
 @pytest.mark.parametrize("op", [ek.operators.conv2d(1, 40, 7, 9, 36, 3, pad=1, bias=True),
                                 ek.operators.matmul(40, 100, 300)], ids=["conv", "matmul"])
 def test_a_blocked_panel_runs_every_tile_inside_each_block_of_the_reduction(op):

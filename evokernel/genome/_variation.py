@@ -420,9 +420,25 @@ def _at_tile(space: ScheduleSpace, genome: Genome, j: int) -> int:
     register tile, which the reduction's update unrolls), else just below the
     output's fused parallel loops."""
     output, gene = space.stages[-1], genome.stages[-1]
-    sites = [loop.name for loop in plan(space, genome)[-1].loops]
+    sites = _output_sites(space, genome)
     tile_loop = f"{output.vars[j]}_t"
     return max(1, sites.index(tile_loop) if tile_loop in sites else output.dims - gene.parallel + 1)
+
+
+def _output_sites(space: ScheduleSpace, genome: Genome) -> list[str]:
+    """The names of the output's loops under ``genome``, outermost first (a
+    location ``k`` computes a stage inside the first ``k``)."""
+    return [loop.name for loop in plan(space, genome)[-1].loops]
+
+
+def _tile_loops(reduction: StageSpace, gene: StageGene) -> int:
+    """The loops of ``reduction``'s register tile: its unrolled dims longer than one."""
+    return sum(1 for u, e in zip(gene.unroll, reduction.extents) if u > 1 and e > 1)
+
+
+def _put(values: tuple, changes: dict) -> tuple:
+    """``values`` with the items at the indexes ``changes`` names replaced."""
+    return tuple(changes.get(i, value) for i, value in enumerate(values))
 
 
 def _panel_templates(space: ScheduleSpace, flat: Genome, r_index: int) -> list[Genome]:
@@ -461,7 +477,7 @@ def _with_row_stored(space: ScheduleSpace, r_index: int, panels: list[Genome]) -
     if not panels:
         return panels
     fitted = _row_fitted(space, panels[0], r_index)
-    twins = [_row_stored(space, p, r_index) for p in ([fitted] if fitted else []) + panels[:1]]
+    twins = [_row_stored(space, p, r_index) for p in (fitted, panels[0]) if p]
     return [t for t in twins if t] + panels
 
 
@@ -472,7 +488,7 @@ def _row_fitted(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome
     accumulators and divide the channels, at least two (ResNet-18's 3x3 convs on
     7x7 on a 2-vCPU Xeon, row-stored: 7 by 2 vectors 10-42% faster than 6 by 4);
     None where the tile fits the row already or nothing else does."""
-    output, reduction = space.stages[-1], space.stages[r_index]
+    output = space.stages[-1]
     gene, out_gene = panelled.stages[r_index], panelled.stages[-1]
     v, row = out_gene.vector, output.extents[0]
     points = gene.unroll[0]
@@ -483,11 +499,10 @@ def _row_fitted(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome
     if not vectors:
         return None
     panel = space.lanes * vectors[0]
-    unroll = tuple(row if i == 0 else vectors[0] if i == v else u for i, u in enumerate(gene.unroll))
-    out_unroll = tuple(vectors[0] if i == v else u for i, u in enumerate(out_gene.unroll))
-    tiles = tuple((row, row) if i == 0 else (panel, panel) if i == v else t for i, t in enumerate(out_gene.tiles))
-    genome = panelled.replace_stage(r_index, replace(gene, unroll=unroll))
-    return genome.replace_stage(len(space.stages) - 1, replace(out_gene, tiles=tiles, unroll=out_unroll))
+    genome = panelled.replace_stage(r_index, replace(gene, unroll=_put(gene.unroll, {0: row, v: vectors[0]})))
+    return genome.replace_stage(len(space.stages) - 1, replace(
+        out_gene, tiles=_put(out_gene.tiles, {0: (row, row), v: (panel, panel)}),
+        unroll=_put(out_gene.unroll, {v: vectors[0]})))
 
 
 def _row_stored(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | None":
@@ -501,17 +516,14 @@ def _row_stored(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome
     row = output.extents[0]
     if out_gene.vector <= 0 or row < 2:
         return None
-    tiles = ((row, row),) + out_gene.tiles[1:]
-    genome = panelled.replace_stage(len(space.stages) - 1, replace(out_gene, tiles=tiles, vector=0,
-                                                                   width=space.lanes))
-    gene = genome.stages[r_index]
-    reduction = space.stages[r_index]
-    sites = [loop.name for loop in plan(space, genome)[-1].loops]
+    genome = panelled.replace_stage(len(space.stages) - 1, replace(
+        out_gene, tiles=_put(out_gene.tiles, {0: (row, row)}), vector=0, width=space.lanes))
+    gene = panelled.stages[r_index]
+    sites = _output_sites(space, genome)
     # just inside the loops of the other dims: one row of the whole panel at a time
     rest = [sites.index(output.vars[d]) for d in range(1, output.dims) if d != out_gene.vector]
-    tile_loops = sum(1 for u, e in zip(gene.unroll, reduction.extents) if u > 1 and e > 1)
     return genome.replace_stage(r_index, replace(gene, location=max([1, *(i + 1 for i in rest)]),
-                                                 rdepth=tile_loops))
+                                                 rdepth=_tile_loops(space.stages[r_index], gene)))
 
 
 def _blocked(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | None":
@@ -526,9 +538,8 @@ def _blocked(space: ScheduleSpace, panelled: Genome, r_index: int) -> "Genome | 
     block = _power_of_two_at_most(max(1, BLOCK_ELEMENTS // (panel * math.prod(reduction.rextents[:-1]))))
     if not 1 < block < reduction.rextents[-1]:
         return None
-    tile_loops = sum(1 for u, e in zip(gene.unroll, reduction.extents) if u > 1 and e > 1)
     blocked = replace(gene, location=1, rsplit=(1,) * (len(reduction.rvars) - 1) + (block,), rblock=1,
-                      rdepth=tile_loops)
+                      rdepth=_tile_loops(reduction, gene))
     return panelled.replace_stage(r_index, blocked)
 
 

@@ -51,6 +51,15 @@ def realize(algorithm, op, arrays) -> np.ndarray:
     return np.asarray(out).copy()
 
 
+def assert_computes(op, space, genome, seed: int) -> None:
+    """``genome`` applied to a fresh algorithm computes ``op`` on random float32
+    inputs (float32 sums in any order: within 1e-4)."""
+    algorithm = op.algorithm()
+    apply(genome, algorithm, space)
+    arrays = [np.random.default_rng(seed).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
+    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("op", [op for _, op in FAMILIES], ids=FAMILY_IDS)
 def test_templates_are_repaired_distinct_and_compile(op):
     space = space_of(op)
@@ -302,10 +311,7 @@ def test_a_copy_hosted_by_its_consumers_consumer_is_made_once_per_panel():
         plans = plan(space, genome)
         assert plans[copy].at_stage == "out" and plans[copy].at_loop == plans[-1].loops[0].name
         assert f"Bc.compute_at(out, {plans[copy].at_loop})" in schedule_code(genome, op.algorithm(), space)
-        algorithm = op.algorithm()
-        apply(genome, algorithm, space)
-        arrays = [np.random.default_rng(1).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+        assert_computes(op, space, genome, seed=1)
 
 
 @pytest.mark.parametrize("op", [ek.operators.conv2d(1, 5, 9, 11, 20, 3, stride=2, pad=1, activation="relu"),
@@ -327,10 +333,7 @@ def test_channel_panels_vectorise_a_conv_along_its_output_channels(op):
         assert plans[wp].at_stage == "out" and plans[wp].at_loop == plans[-1].loops[0].name
         assert genome.stages[wp].vector == 0 and genome.stages[acc].order[-1] == 2
         assert ("reorder_storage", "c", "x", "y", "n") in plans[acc].definitions[0].directives
-        algorithm = op.algorithm()
-        apply(genome, algorithm, space)
-        arrays = [np.random.default_rng(3).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+        assert_computes(op, space, genome, seed=3)
 
 
 @pytest.mark.parametrize("op", [ek.operators.conv2d(1, 20, 9, 23, 40, 3, pad=1, activation="relu"),
@@ -352,10 +355,7 @@ def test_a_row_stored_panel_writes_whole_rows_of_each_channel(op):
     out_loops = [l.name for l in plans[-1].definitions[-1].loops]
     assert out_loops.index(plans[acc].at_loop) == out_loops.index("y")
     assert out_loops[-1] == ("x_v" if op.output.shape[-1] > space.lanes else "x")
-    algorithm = op.algorithm()
-    apply(twin, algorithm, space)
-    arrays = [np.random.default_rng(4).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+    assert_computes(op, space, twin, seed=4)
 
 
 def test_a_row_fitted_panel_holds_a_short_row_in_its_register_tile():
@@ -370,10 +370,7 @@ def test_a_row_fitted_panel_holds_a_short_row_in_its_register_tile():
     first = next(g for g in found if g.stages[acc].vector == 2)
     assert first.stages[acc].unroll == (7, 1, 2, 1) and first.stages[-1].vector == 0
     assert first.stages[-1].tiles[2] == (2 * space.lanes,) * 2
-    algorithm = op.algorithm()
-    apply(first, algorithm, space)
-    arrays = [np.random.default_rng(6).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+    assert_computes(op, space, first, seed=6)
     wide = space_of(ek.operators.conv2d(1, 16, 14, 14, 256, 3, pad=1), registers=32)
     rows = {g.stages[acc].unroll[0] for g in templates(wide) if g.stages[acc].vector == 2}
     assert rows and 14 not in rows and 7 not in rows
@@ -397,10 +394,7 @@ def test_a_blocked_panel_runs_every_tile_inside_each_block_of_the_reduction(op):
         tile = [l for l in loops if l.name.endswith(("_u", "_v"))]
         assert loops[0].name == space.stages[acc].rvars[-1] and not loops[1].rvar
         assert loops[-len(tile) - 1].rvar and loops[-len(tile):] == tile
-        algorithm = op.algorithm()
-        apply(genome, algorithm, space)
-        arrays = [np.random.default_rng(5).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-        np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+        assert_computes(op, space, genome, seed=5)
 
 
 def test_a_stage_inside_its_consumer_stores_its_vector_dimension_innermost():
@@ -415,7 +409,4 @@ def test_a_stage_inside_its_consumer_stores_its_vector_dimension_innermost():
     genome = repair(space, genome)
     directives = plan(space, genome)[acc].definitions[0].directives
     assert directives[:2] == [("reorder_storage", "c", "x", "y", "n"), ("align_storage", "c", 2)]
-    algorithm = op.algorithm()
-    apply(genome, algorithm, space)
-    arrays = [np.random.default_rng(2).standard_normal(s.shape).astype(np.float32) for s in op.inputs]
-    np.testing.assert_allclose(realize(algorithm, op, arrays), op.reference(*arrays), rtol=1e-4, atol=1e-4)
+    assert_computes(op, space, genome, seed=2)

@@ -9,6 +9,7 @@ the library allows it) and returns it as an array or tensor; the factory returns
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,7 +33,24 @@ def numpy_baseline(op: Operator, inputs: Sequence[np.ndarray], threads: int) -> 
     return None if fn is None else lambda: fn(*inputs)
 
 
+def _plus_residual(op: Operator, make: Callable, activate: Callable) -> Callable | None:
+    """A convolution with a residual input (its last) as ``make`` builds the same
+    convolution without it and without its activation, then the residual added and
+    ``activate(y, activation)``; None where ``make`` has no such convolution."""
+    base = make(replace(op, residual=False, activation=None))
+    if base is None:
+        return None
+
+    def call(*args):
+        y = base(*args[:-1])
+        y += args[-1]
+        return activate(y, op.activation)
+    return call
+
+
 def _numpy_function(op: Operator) -> Callable[..., np.ndarray] | None:
+    if getattr(op, "residual", False):
+        return _plus_residual(op, _numpy_function, lambda y, activation: _numpy_epilogue(y, None, activation))
     out = np.empty(op.output.shape, op.output.dtype)
     if isinstance(op, MatMul):
         return lambda a, b: np.matmul(a, b, out=out)
@@ -153,6 +171,10 @@ def torch_baseline(op: Operator, inputs: Sequence[np.ndarray], threads: int) -> 
 def _torch_function(op: Operator, out) -> Callable | None:
     import torch
     import torch.nn.functional as F
+
+    if getattr(op, "residual", False):
+        return _plus_residual(op, lambda base: _torch_function(base, out),
+                              lambda y, activation: _activate(y, activation, 6.0 if activation == "relu6" else None))
 
     if isinstance(op, MatMul):
         return lambda a, b: torch.matmul(a, b, out=out)

@@ -397,9 +397,10 @@ def _step_times(proto, rewrites: list[_Rewrite], theirs: Profile, ours: Profile
                 ) -> dict[str, "tuple[float, float] | str"]:
     """Step name -> seconds per run of ONNX Runtime's nodes for the step and of its
     custom node, each in its whole model (or why they are not known). ONNX
-    Runtime's optimised graph names a node as the model does, or after its output
-    value (``<value>_nchwc``: a node of its blocked-channel layout); its layout
-    reorders belong to no step."""
+    Runtime's optimised graph names a node as the model does, after its output
+    value (``<value>_nchwc``: a node of its blocked-channel layout), or after the
+    first node of a fusion (``<name>/MatMulAddFusion``); its layout reorders
+    belong to no step."""
     owner = {}
     for r in rewrites:
         for i in r.indexes:
@@ -407,7 +408,8 @@ def _step_times(proto, rewrites: list[_Rewrite], theirs: Profile, ours: Profile
             owner.update(dict.fromkeys([v for v in (node.name, *node.output) if v], r.name))
     spent: dict[str, float] = {}
     for node, seconds in theirs.nodes.items():
-        step = owner.get(node.removesuffix("_nchwc"))
+        base, _, fusion = node.removesuffix("_nchwc").rpartition("/")
+        step = owner.get(base) if fusion.endswith("Fusion") else owner.get(node.removesuffix("_nchwc"))
         if step is not None:
             spent[step] = spent.get(step, 0.0) + seconds
     times = {}

@@ -54,6 +54,9 @@ def describe(op: ops.Operator) -> tuple[int, str, list[int], list[tuple]]:
     if op.dtype != "float32":
         raise ExportError(f"{op.key}: the Tengine plugin runs float32 kernels only")
     specs = [s.shape for s in (*op.inputs, op.output)]
+    if getattr(op, "residual", False):
+        raise ExportError(f"{op.key}: Tengine's convolution has no residual input; tune the model's residual "
+                          "Add apart from its convolution to export it")
     if isinstance(op, ops.Conv2d):
         params = [*op.kernel, *op.stride, *op.padding, *op.dilation, op.groups, _ACTIVATIONS[op.activation], op.c_out]
         return OP_CONV, "conv", params, [_shape(s) for s in specs]

@@ -1,6 +1,6 @@
 """Import an ONNX model: static shapes by shape inference, every node mapped to an
-evokernel operator where one computes it (Conv with its bias Add and Relu/Clip
-fused, as inference engines fuse them; a 1x1 Conv as ``conv1x1``, a matrix product
+evokernel operator where one computes it (Conv with its bias Add, a residual Add
+and Relu/Clip fused, as inference engines fuse them; a 1x1 Conv as ``conv1x1``, a matrix product
 over its positions), else left to ONNX's NumPy reference.
 
 Weights (initializers) are read, never tuned on: kernels are specialised to shapes.
@@ -193,39 +193,41 @@ class _Skip(Exception):
 
 def _steps(proto, shapes: dict, consts: dict, opsets: dict) -> list[Step]:
     """A step for every node whose outputs are not constants, fused where a Conv
-    is followed by its bias and activation."""
+    is followed by its bias, a residual Add and its activation. A fused step runs
+    where its last node did (after the residual is made)."""
     nodes = list(proto.graph.node)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)]
     consumers = Counter(name for n in nodes for name in n.input if name)
     outputs = {o.name for o in proto.graph.output}
 
+    placed, fused = [], set()  # (index of the step's last node, step); nodes in a step
+
     def sole_reader(value: str, kinds: tuple[str, ...]):
-        """The node that alone reads ``value`` if it is of one of ``kinds``."""
+        """The node, not yet in a step, that alone reads ``value`` if it is of one of ``kinds``."""
         if value in outputs or consumers[value] != 1:
             return None
         for j, m in enumerate(nodes):
-            if value in m.input and m.op_type in kinds and not m.domain:
+            if value in m.input and m.op_type in kinds and not m.domain and j not in fused:
                 return j
         return None
 
-    steps, fused = [], set()
     for i, node in enumerate(nodes):
         if i in fused or all(out in consts for out in node.output):
             continue
         if node.domain not in ("", "ai.onnx"):
-            steps.append(_reference(node, names[i], opsets, f"custom domain {node.domain!r}"))
+            placed.append((i, _reference(node, names[i], opsets, f"custom domain {node.domain!r}")))
             continue
         try:
             step, taken = _map(node, i, names, nodes, shapes, consts, opsets, sole_reader)
         except _Skip as why:
-            steps.append(_reference(node, names[i], opsets, str(why)))
+            placed.append((i, _reference(node, names[i], opsets, str(why))))
             continue
         except EvokernelError as error:  # an operator refused the node's arguments
-            steps.append(_reference(node, names[i], opsets, str(error)))
+            placed.append((i, _reference(node, names[i], opsets, str(error))))
             continue
         fused.update(taken)
-        steps.append(step)
-    return steps
+        placed.append((max(taken), step))
+    return [step for _, step in sorted(placed, key=lambda p: p[0])]
 
 
 def _reference(node, name: str, opsets: dict, reason: str) -> Step:
@@ -359,6 +361,14 @@ def _conv(node, i, names, nodes, shapes, consts, attrs, sole_reader):
             bias, out = other[0], nodes[j].output[0]
             taken.add(j)
             fused.append(nodes[j])
+    residual = None
+    j = sole_reader(out, ("Add",))
+    if j is not None:
+        other = [v for v in nodes[j].input if v != out]
+        if len(other) == 1 and other[0] not in consts and out in shapes and shapes.get(other[0]) == shapes[out]:
+            residual, out = other[0], nodes[j].output[0]
+            taken.add(j)
+            fused.append(nodes[j])
     activation = None
     j = sole_reader(out, ("Relu", "Clip"))
     if j is not None:
@@ -370,9 +380,9 @@ def _conv(node, i, names, nodes, shapes, consts, attrs, sole_reader):
     dtype = _dtype(shapes, node.input[0])
     op = ops.conv2d(n, c_in, h, w, c_out, k=(kh, kw), stride=tuple(attrs.get("strides", [1, 1])),
                     pad=_pads(attrs), dilation=tuple(attrs.get("dilations", [1, 1])),
-                    groups=int(attrs.get("group", 1)), bias=bias is not None, activation=activation, dtype=dtype)
-    if bias is not None:
-        args.append(bias)
+                    groups=int(attrs.get("group", 1)), bias=bias is not None, activation=activation, dtype=dtype,
+                    residual=residual is not None)
+    args += [v for v in (bias, residual) if v is not None]
     pointwise = op.pointwise()
     if pointwise is not None:
         return _step(node, names[i], pointwise, args, consts, op.output.shape, fused), taken

@@ -135,6 +135,8 @@ class Operator(abc.ABC):
     family: ClassVar[str] = "operator"
     #: Whether ``from_dict`` rebuilds it from its arguments (a custom operator carries code).
     rebuildable: ClassVar[bool] = True
+    #: Arguments added after the family's first release (left out of ``key`` at their default).
+    added_later: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         """A subclass that names its own ``family`` is registered under it; its
@@ -188,8 +190,11 @@ class Operator(abc.ABC):
 
     @property
     def key(self) -> str:
-        """A stable text key: equal arguments, equal key."""
-        args = ",".join(f"{f.name}={_key_value(getattr(self, f.name))}" for f in dataclasses.fields(self))
+        """A stable text key: equal arguments, equal key. Arguments added to a family
+        after its first release (``added_later``) appear only where they are not at
+        their default, so the keys of operators recorded before them stay the same."""
+        args = ",".join(f"{f.name}={_key_value(getattr(self, f.name))}" for f in dataclasses.fields(self)
+                        if f.name not in self.added_later or getattr(self, f.name) != f.default)
         return f"{self.family}({args})"
 
     @property

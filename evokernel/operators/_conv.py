@@ -27,14 +27,17 @@ class Conv2d(Operator):
     groups`` and ``g`` is the group of ``co``. Weights are ``[c_out, c_in/groups, kh, kw]``.
 
     ``kernel``, ``stride``, ``padding`` and ``dilation`` are stored as (h, w) pairs.
+    With ``residual``, an array of the output's shape is added before the activation
+    (a residual network's shortcut: ``act(conv(x) + r)``, as engines fuse it).
 
     Stages: ``Wp`` (optional copy of the weights with c_out innermost, consumed by
     ``acc``), ``padded`` (zero-padded input; a plain copy when padding is 0),
     ``acc`` (reduction with RDom ``r``: r.x over kw, r.y over kh, r.z over c_in/groups),
-    ``out`` (acc, or its relu/relu6).
+    ``out`` (acc, plus the residual, through the activation).
     """
 
     family: ClassVar[str] = "conv2d"
+    added_later: ClassVar[tuple[str, ...]] = ("residual",)
 
     n: int
     c_in: int
@@ -49,15 +52,17 @@ class Conv2d(Operator):
     bias: bool = False
     activation: str | None = None
     dtype: str = "float32"
+    residual: bool = False
 
     def __post_init__(self) -> None:
         check_positive(n=self.n, c_in=self.c_in, h=self.h, w=self.w, c_out=self.c_out, groups=self.groups)
-        check_flag(bias=self.bias)
+        check_flag(bias=self.bias, residual=self.residual)
         check_choice("activation", self.activation, ACTIVATIONS)
         set_fields(self, n=int(self.n), c_in=int(self.c_in), h=int(self.h), w=int(self.w), c_out=int(self.c_out),
                    kernel=pair("kernel", self.kernel), stride=pair("stride", self.stride),
                    padding=pair("padding", self.padding, minimum=0), dilation=pair("dilation", self.dilation),
-                   groups=int(self.groups), bias=bool(self.bias), dtype=check_dtype(self.dtype))
+                   groups=int(self.groups), bias=bool(self.bias), dtype=check_dtype(self.dtype),
+                   residual=bool(self.residual))
         for name, channels in (("c_in", self.c_in), ("c_out", self.c_out)):
             if channels % self.groups:
                 raise OperatorArgumentError(f"{name}={channels} is not divisible by groups={self.groups}")
@@ -82,7 +87,7 @@ class Conv2d(Operator):
     def inputs(self) -> tuple[TensorSpec, ...]:
         specs = (TensorSpec("input", (self.n, self.c_in, self.h, self.w), self.dtype),
                  TensorSpec("weight", (self.c_out, self.channels_per_group, *self.kernel), self.dtype))
-        return specs + ((TensorSpec("bias", (self.c_out,), self.dtype),) if self.bias else ())
+        return specs + _extra_inputs(self)
 
     @property
     def output(self) -> TensorSpec:
@@ -90,12 +95,12 @@ class Conv2d(Operator):
 
     @property
     def reduction_length(self) -> int:
-        return self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias
+        return self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias + self.residual
 
     @property
     def flops(self) -> int:
-        """Two per multiply-add, one per bias add, one per relu and two per relu6."""
-        per_output = 2 * self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias
+        """Two per multiply-add, one per bias and residual add, one per relu and two per relu6."""
+        per_output = 2 * self.channels_per_group * self.kernel[0] * self.kernel[1] + self.bias + self.residual
         per_output += ACTIVATION_FLOPS[self.activation]
         return int(np.prod(self.output.shape)) * per_output
 
@@ -119,7 +124,7 @@ class Conv2d(Operator):
         acc[x, y, c, n] = params[2][c] if self.bias else const(t, 0)
         acc[x, y, c, n] += wp[c, r.x, r.y, r.z] * padded[x * sx + r.x * dx, y * sy + r.y * dy, group_base + r.z, n]
         out = hl.Func("out")
-        out[x, y, c, n] = activate(acc[x, y, c, n], self.activation, t)
+        out[x, y, c, n] = activate(_plus_residual(self, params, acc[x, y, c, n], [x, y, c, n]), self.activation, t)
 
         needed = ((out_w - 1) * sx + (kw - 1) * dx + 1, (out_h - 1) * sy + (kh - 1) * dy + 1)
         out_extents = halide_extents(self.output.shape)
@@ -132,16 +137,14 @@ class Conv2d(Operator):
         return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
 
     # -- NumPy ------------------------------------------------------------------------
-    def reference(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    def reference(self, x: np.ndarray, weight: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         (ph, pw), g = self.padding, self.groups
         padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         win = windows(padded, self.kernel, self.stride, self.dilation)  # [n, c_in, oh, ow, kh, kw]
         win = win.reshape(self.n, g, self.channels_per_group, *win.shape[2:])
         wg = weight.astype(np.float64).reshape(g, self.c_out // g, *weight.shape[1:])
         y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(self.output.shape)
-        if self.bias:
-            y += bias.astype(np.float64)[:, None, None]
-        return activated(y, self.activation).astype(self.dtype)
+        return _finish(self, y, extra)
 
     def pointwise(self) -> "Conv1x1 | None":
         """The ``Conv1x1`` computing this convolution where it is one (a 1x1 kernel,
@@ -154,7 +157,8 @@ class Conv2d(Operator):
         """
         if self.kernel != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1:
             return None
-        return Conv1x1(self.n, self.c_in, self.c_out, self.h * self.w, self.bias, self.activation, self.dtype)
+        return Conv1x1(self.n, self.c_in, self.c_out, self.h * self.w, self.bias, self.activation, self.dtype,
+                       self.residual)
 
 
 def activate(value: hl.Expr, activation: str | None, t: hl.Type) -> hl.Expr:
@@ -171,6 +175,28 @@ def activated(y: np.ndarray, activation: str | None) -> np.ndarray:
     return y if activation is None else np.clip(y, 0, 6 if activation == "relu6" else None)
 
 
+def _extra_inputs(op) -> tuple[TensorSpec, ...]:
+    """A convolution's optional inputs after its weights: the bias, then the residual."""
+    bias = (TensorSpec("bias", (op.c_out,), op.dtype),) if op.bias else ()
+    return bias + ((TensorSpec("residual", op.output.shape, op.dtype),) if op.residual else ())
+
+
+def _plus_residual(op, params: list, value: hl.Expr, at: list) -> hl.Expr:
+    """``value``, plus the residual at ``at`` where ``op`` has one (its last input)."""
+    return value + params[-1][at] if op.residual else value
+
+
+def _finish(op, y: np.ndarray, extra: tuple) -> np.ndarray:
+    """NumPy: a convolution's sums ``y`` (float64, output shape) with the bias and the
+    residual in ``extra`` added, through the activation, in the operator's dtype."""
+    extra = list(extra)
+    if op.bias:
+        y = y + extra.pop(0).astype(np.float64).reshape(op.c_out, *[1] * (y.ndim - 2))
+    if op.residual:
+        y = y + extra.pop(0).astype(np.float64)
+    return activated(y, op.activation).astype(op.dtype)
+
+
 @dataclass(frozen=True)
 class Conv1x1(Operator):
     """``out[n, co, p] = act(bias[co] + sum W[co, ci] * in[n, ci, p])``: a 1x1
@@ -179,10 +205,12 @@ class Conv1x1(Operator):
 
     Stages: ``Xc`` (optional packed copy of the input, consumed by ``acc``, as
     ``matmul``'s ``Bc``), ``acc`` (from the bias, reduces over c_in with RDom
-    ``r``), ``out`` (acc, or its relu/relu6).
+    ``r``), ``out`` (acc, plus the residual, through the activation). ``residual``
+    adds an array of the output's shape before the activation, as ``Conv2d``'s.
     """
 
     family: ClassVar[str] = "conv1x1"
+    added_later: ClassVar[tuple[str, ...]] = ("residual",)
 
     n: int
     c_in: int
@@ -191,19 +219,20 @@ class Conv1x1(Operator):
     bias: bool = False
     activation: str | None = None
     dtype: str = "float32"
+    residual: bool = False
 
     def __post_init__(self) -> None:
         check_positive(n=self.n, c_in=self.c_in, c_out=self.c_out, positions=self.positions)
-        check_flag(bias=self.bias)
+        check_flag(bias=self.bias, residual=self.residual)
         check_choice("activation", self.activation, ACTIVATIONS)
         set_fields(self, n=int(self.n), c_in=int(self.c_in), c_out=int(self.c_out), positions=int(self.positions),
-                   bias=bool(self.bias), dtype=check_dtype(self.dtype))
+                   bias=bool(self.bias), dtype=check_dtype(self.dtype), residual=bool(self.residual))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
         specs = (TensorSpec("input", (self.n, self.c_in, self.positions), self.dtype),
                  TensorSpec("weight", (self.c_out, self.c_in), self.dtype))
-        return specs + ((TensorSpec("bias", (self.c_out,), self.dtype),) if self.bias else ())
+        return specs + _extra_inputs(self)
 
     @property
     def output(self) -> TensorSpec:
@@ -211,12 +240,12 @@ class Conv1x1(Operator):
 
     @property
     def reduction_length(self) -> int:
-        return self.c_in + self.bias
+        return self.c_in + self.bias + self.residual
 
     @property
     def flops(self) -> int:
-        """As ``Conv2d``'s: two per multiply-add, one per bias add and relu, two per relu6."""
-        per_output = 2 * self.c_in + self.bias + ACTIVATION_FLOPS[self.activation]
+        """As ``Conv2d``'s: two per multiply-add, one per bias and residual add and relu, two per relu6."""
+        per_output = 2 * self.c_in + self.bias + self.residual + ACTIVATION_FLOPS[self.activation]
         return self.n * self.c_out * self.positions * per_output
 
     def algorithm(self) -> Algorithm:
@@ -229,7 +258,7 @@ class Conv1x1(Operator):
         xc[p, c, n] = image[p, c, n]
         acc[p, c, n] = params[2][c] if self.bias else const(t, 0)
         acc[p, c, n] += weight[r.x, c] * xc[p, r.x, n]
-        out[p, c, n] = activate(acc[p, c, n], self.activation, t)
+        out[p, c, n] = activate(_plus_residual(self, params, acc[p, c, n], [p, c, n]), self.activation, t)
         out_extents = halide_extents(self.output.shape)
         stages = [
             Stage(xc, halide_extents(self.inputs[0].shape), consumer="acc", optional=True),
@@ -238,18 +267,17 @@ class Conv1x1(Operator):
         ]
         return Algorithm(inputs=params, stages=stages, output_shape=self.output.shape)
 
-    def reference(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    def reference(self, x: np.ndarray, weight: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         y = np.einsum("oc,ncp->nop", weight.astype(np.float64), x.astype(np.float64), optimize=True)
-        if self.bias:
-            y += bias.astype(np.float64)[:, None]
-        return activated(y, self.activation).astype(self.dtype)
+        return _finish(self, y, extra)
 
 
 @factory
 def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, dilation=1, groups: int = 1,
-           bias: bool = False, activation: str | None = None, dtype: str = "float32") -> Conv2d:
+           bias: bool = False, activation: str | None = None, dtype: str = "float32", residual: bool = False) -> Conv2d:
     """A 2-D convolution over an NCHW input; ``k``, ``stride``, ``pad`` and
-    ``dilation`` are an int or an (h, w) pair.
+    ``dilation`` are an int or an (h, w) pair. ``residual=True`` adds an input of the
+    output's shape (after the bias) to the sums before the activation.
 
     >>> op = conv2d(n=1, c_in=64, h=56, w=56, c_out=64, k=3, pad=1, activation="relu")
     >>> op.output.shape, op.inputs[1].shape
@@ -257,7 +285,7 @@ def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, di
     >>> op == conv2d(1, 64, 56, 56, 64, k=(3, 3), pad=(1, 1), activation="relu")
     True
     """
-    return Conv2d(n, c_in, h, w, c_out, k, stride, pad, dilation, groups, bias, activation, dtype)
+    return Conv2d(n, c_in, h, w, c_out, k, stride, pad, dilation, groups, bias, activation, dtype, residual)
 
 
 @factory
@@ -275,7 +303,7 @@ def depthwise_conv2d(n: int, c: int, h: int, w: int, k, stride=1, pad=0, dilatio
 
 @factory
 def conv1x1(n: int, c_in: int, c_out: int, positions: int, bias: bool = False, activation: str | None = None,
-            dtype: str = "float32") -> Conv1x1:
+            dtype: str = "float32", residual: bool = False) -> Conv1x1:
     """A 1x1 convolution (stride 1, no padding) over ``positions`` flattened image
     positions: ``conv2d(n, c_in, h, w, c_out, k=1)`` on arrays reshaped to
     ``[n, c_in, h*w]`` and ``[c_out, c_in]``, computed as a matrix product.
@@ -284,4 +312,4 @@ def conv1x1(n: int, c_in: int, c_out: int, positions: int, bias: bool = False, a
     >>> [s.shape for s in op.inputs], op.output.shape
     ([(1, 64, 3025), (16, 64), (16,)], (1, 16, 3025))
     """
-    return Conv1x1(n, c_in, c_out, positions, bias, activation, dtype)
+    return Conv1x1(n, c_in, c_out, positions, bias, activation, dtype, residual)

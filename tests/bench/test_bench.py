@@ -222,6 +222,8 @@ def test_cli_runs_the_shapes_suite_into_the_current_directory(tmp_path, monkeypa
     lambda: ek.operators.depthwise_conv2d(1, 4, 8, 8, 3, pad=1),
     lambda: ek.operators.conv1x1(2, 5, 6, 30, bias=True, activation="relu6"),
     lambda: ek.operators.conv1x1(1, 5, 6, 30),
+    lambda: ek.operators.conv2d(1, 3, 6, 6, 4, 3, pad=1, bias=True, activation="relu", residual=True),
+    lambda: ek.operators.conv1x1(1, 5, 6, 30, activation="relu6", residual=True),
     lambda: ek.operators.max_pool2d(1, 3, 8, 8, 2),
     lambda: ek.operators.max_pool2d(1, 3, 9, 9, 3, stride=2, pad=1),
     lambda: ek.operators.max_pool2d(1, 3, 8, 8, 3, stride=2, ceil_mode=True),

@@ -347,6 +347,8 @@ def test_bad_arguments_name_the_problem(kernels, tmp_path, kwargs, message):
     (ops.avg_pool2d(1, 2, 6, 6, k=3, pad=1), "average pooling over padding"),
     (ops.matmul(4, 4, 4), "no Tengine operator"),
     (ops.relu(8, dtype="float64"), "float32 kernels only"),
+    (ops.conv2d(1, 4, 6, 6, 4, k=3, pad=1, residual=True), "no residual input"),
+    (ops.conv1x1(1, 4, 4, 36, residual=True), "no residual input"),
 ])
 def test_operators_tengine_cannot_express_are_refused(op, message):
     """Checked on the operator before anything is built (tuning them would add nothing)."""

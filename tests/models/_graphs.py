@@ -78,3 +78,26 @@ def residual_block(channels: int = 16, size: int = 8):
     graph = helper.make_graph(nodes, "residual_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def downsample_block(channels: int = 8, size: int = 8):
+    """A residual network's first block of a stage: conv/2+ReLU, conv, and a 1x1/2
+    shortcut conv that comes after the second conv in the node order (as PyTorch
+    exports it), their residual Add, ReLU; [1, channels, size, size] -> [1, 2 *
+    channels, size / 2, size / 2]."""
+    rng = np.random.default_rng(7)
+    wide = 2 * channels
+    inits = [_init(name, rng.uniform(-0.3, 0.3, shape)) for name, shape in (
+        ("w1", (wide, channels, 3, 3)), ("b1", (wide,)), ("w2", (wide, wide, 3, 3)), ("b2", (wide,)),
+        ("ws", (wide, channels, 1, 1)), ("bs", (wide,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "ws", "bs"], ["s"], name="shortcut", kernel_shape=[1, 1], strides=[2, 2]),
+             helper.make_node("Add", ["c2", "s"], ["sum"], name="residual"),
+             helper.make_node("Relu", ["sum"], ["y"], name="relu2")]
+    graph = helper.make_graph(
+        nodes, "downsample_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, wide, size // 2, size // 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 import evokernel as ek
 from evokernel.models import import_onnx
 
-from _graphs import OPSET, single, small_cnn
+from _graphs import OPSET, downsample_block, residual_block, single, small_cnn
 
 
 def test_small_cnn_maps_and_fuses_like_an_inference_engine():
@@ -33,6 +33,26 @@ def test_reference_run_of_the_imported_graph_equals_onnxruntime():
     ours = import_onnx(model, {"x": x.shape}).run({"x": x}, {})["y"]
     theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [residual_block, downsample_block])
+def test_a_residual_add_and_its_relu_join_the_convolution_before_them(make):
+    """As engines fuse a residual network's block: the Add is taken by one
+    convolution only, whose step runs where the Add did (after a shortcut that
+    comes later in the node order), and the network still computes what
+    onnxruntime computes."""
+    model = make()
+    shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    net = import_onnx(model)
+    names = [s.name for s in net.steps]
+    fused = next(s for s in net.steps if "residual" in s.name)
+    assert fused.name == "conv2+residual+relu2" and sum("residual" in n for n in names) == 1
+    assert fused.operator.residual and fused.operator.activation == "relu"
+    assert all(not s.operator.residual for s in net.steps if s is not fused)
+    assert names.index(fused.name) == len(names) - 1
+    x = np.random.default_rng(2).random(shape, dtype=np.float32) - 0.5
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(net.run({"x": x}, {})["y"], theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_equal_operators_are_counted_once():

@@ -6,7 +6,8 @@ from evokernel.errors import OperatorArgumentError, UnsupportedDtypeError
 from evokernel.operators import Conv1x1, Conv2d, conv1x1, conv2d, depthwise_conv2d
 
 
-def conv_loops(x, weight, bias=None, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, activation=None):
+def conv_loops(x, weight, bias=None, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, activation=None,
+               residual=None):
     """Direct definition: one output element at a time, zero padding by bounds checks."""
     n, c_in, h, w = x.shape
     c_out, cpg, kh, kw = weight.shape
@@ -26,6 +27,8 @@ def conv_loops(x, weight, bias=None, stride=(1, 1), pad=(0, 0), dilation=(1, 1),
                                 ix = ox * stride[1] + kx * dilation[1] - pad[1]
                                 if 0 <= iy < h and 0 <= ix < w:
                                     total += float(x[b, g * cpg + ci, iy, ix]) * float(weight[co, ci, ky, kx])
+                    if residual is not None:
+                        total += float(residual[b, co, oy, ox])
                     if activation == "relu":
                         total = max(total, 0.0)
                     elif activation == "relu6":
@@ -43,6 +46,19 @@ CASES = [  # (factory kwargs, conv_loops kwargs)
     (dict(n=1, c_in=2, h=4, w=5, c_out=2, k=1, bias=True, activation="relu"), dict(activation="relu")),
     (dict(n=1, c_in=3, h=4, w=4, c_out=2, k=2, activation="relu6"), dict(activation="relu6")),
 ]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_residual_is_added_after_the_bias_before_the_activation(rng, bias):
+    op = conv2d(1, 3, 5, 6, 4, k=3, stride=(2, 1), pad=1, bias=bias, activation="relu6", residual=True)
+    assert [s.name for s in op.inputs] == ["input", "weight", *(["bias"] if bias else []), "residual"]
+    assert op.inputs[-1].shape == op.output.shape == (1, 4, 3, 6)
+    assert op.flops == 4 * 3 * 6 * (2 * 3 * 3 * 3 + bias + 1 + 2)  # + bias, + residual, relu6
+    arrays = [a * 4 for a in op.random_inputs(rng)]
+    want = conv_loops(arrays[0], arrays[1], arrays[2] if bias else None, stride=(2, 1), pad=(1, 1),
+                      activation="relu6", residual=arrays[-1])
+    assert 0 < (want == 6).sum() and 0 < (want == 0).sum()
+    np.testing.assert_allclose(op.reference(*arrays), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, loop_kwargs", CASES)
@@ -67,6 +83,8 @@ HALIDE_CASES = [
     conv2d(1, 5, 9, 9, 7, k=1, dtype="float64"),
     depthwise_conv2d(1, 7, 10, 12, k=3, stride=2, pad=1, bias=True),
     depthwise_conv2d(2, 3, 8, 8, k=5, pad=2, dilation=2, dtype="float64"),
+    conv2d(2, 4, 9, 7, 6, k=3, stride=2, pad=1, bias=True, activation="relu", residual=True),
+    conv1x1(1, 5, 6, 23, activation="relu6", residual=True),
 ]
 
 
@@ -95,12 +113,23 @@ def test_pairs_are_canonical():
     assert a.key == ("conv2d(n=1,c_in=3,h=8,w=8,c_out=4,kernel=3x3,stride=1x1,padding=1x1,dilation=1x1,"
                      "groups=1,bias=False,activation=None,dtype=float32)")
     assert a == Conv2d(1, 3, 8, 8, 4, 3, padding=1)
+    assert conv2d(1, 3, 8, 8, 4, k=3, pad=1, residual=True).key == a.key[:-1] + ",residual=True)"
+
+
+def test_records_made_before_the_residual_rebuild_the_same_operator():
+    from evokernel.operators import from_dict
+
+    for op in (conv2d(1, 3, 8, 8, 4, k=3, bias=True), conv1x1(1, 3, 4, 10)):
+        data = op.to_dict()
+        del data["args"]["residual"]
+        assert from_dict(data) == op
 
 
 def test_different_arguments_different_keys():
     base = dict(n=1, c_in=4, h=8, w=8, c_out=4, k=3)
     variants = [dict(), dict(k=(3, 1)), dict(stride=2), dict(pad=1), dict(dilation=2), dict(groups=2),
-                dict(bias=True), dict(activation="relu"), dict(activation="relu6"), dict(dtype="float64"), dict(h=9)]
+                dict(bias=True), dict(activation="relu"), dict(activation="relu6"), dict(dtype="float64"), dict(h=9),
+                dict(residual=True)]
     keys = {conv2d(**{**base, **v}).key for v in variants}
     assert len(keys) == len(variants)
     assert depthwise_conv2d(1, 4, 8, 8, 3) == conv2d(1, 4, 8, 8, 4, 3, groups=4)
@@ -130,6 +159,7 @@ def test_costs():
     (dict(c_out=6, groups=4), "c_out=6 is not divisible by groups=4"),
     (dict(activation="gelu"), "unknown activation 'gelu'"),
     (dict(bias=1), "bias must be True or False"),
+    (dict(residual="yes"), "residual must be True or False"),
 ])
 def test_bad_arguments(kwargs, match):
     args = {**dict(n=1, c_in=4, h=8, w=8, c_out=4, k=3), **kwargs}

@@ -29,6 +29,8 @@ from evokernel.genome import (
 )
 from evokernel.genome._variation import MAX_UNROLLED_LANES, PANEL_TASKS, _max_location
 
+from test_decode import assert_computes
+
 OPERATORS = [op for _, op in FAMILIES]
 
 
@@ -281,6 +283,28 @@ def test_register_tiled_templates_compute_the_reduction_per_tile():
             assert plans[acc].at_loop == loops[tile - 1]
             checked += 1
     assert checked >= 4
+
+
+def test_short_reductions_first_compute_their_padded_input_per_register_tile():
+    """A pooling window's register tiles come first with the padded input computed
+    at the tile (where the reduction is), then at root and inlined; a
+    convolution's long reduction keeps its padded input at root or inlined. The
+    per-tile twin computes the pool."""
+    op = ek.operators.max_pool2d(1, 8, 20, 21, 3, stride=2, pad=1)
+    space = space_of(op)
+    found = templates(space)
+    acc, padded = space.index("acc"), space.index("padded")
+    per_tile = [g for g in found if g.stages[padded].host]
+    assert per_tile and found[1] == per_tile[0]
+    for genome in per_tile:
+        assert genome.stages[padded].location == genome.stages[acc].location > ROOT
+        i = found.index(genome)
+        assert [g.stages[padded].location for g in found[i + 1:i + 3]] == [ROOT, INLINE]
+        assert found[i + 1].replace_stage(padded, genome.stages[padded]) == genome
+        assert plan(space, genome)[padded].at_loop == plan(space, genome)[acc].at_loop
+    assert_computes(op, space, per_tile[0], seed=3)
+    conv = space_of(ek.operators.conv2d(1, 16, 20, 20, 24, 3, pad=1))
+    assert not any(g.stages[conv.index("padded")].host for g in templates(conv))
 
 
 def test_host_is_kept_only_where_a_stage_can_be_lifted_out_of_its_consumer():

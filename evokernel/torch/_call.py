@@ -10,12 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._layers import Layer
+from ._layers import ADD_RESIDUAL, Layer
 from ._ops import OPS, Slot
 
 
 class KernelCall(nn.Module):
-    """One layer (or a layer and its activation) on its tuned kernel.
+    """One layer (or a layer and its activation) on its tuned kernel; a conv with a
+    fused residual add takes the residual as its second input.
 
     The original layer is held, not registered as a child: it stays where it is in
     the module tree, so the optimized module's parameters and ``state_dict`` are
@@ -36,14 +37,19 @@ class KernelCall(nn.Module):
             self.weight_shape = torch.Size(layer.module.weight.shape)
             self.has_bias = layer.module.bias is not None
 
-    def forward(self, x):
-        if self._fits(x):
+    def forward(self, x, residual=None):
+        if self._fits(x) and (residual is None or self._fits_residual(residual)):
             weights = self.weights()
             if weights is not None:
-                return self._op(x, *weights, self.slot_name)
+                return self._op(*self.arguments(x, weights, residual))
         for step in self._fallback:
-            x = step(x)
+            x = x + residual if step is ADD_RESIDUAL else step(x)
         return x
+
+    def arguments(self, x, weights: tuple, residual=None) -> tuple:
+        """Its op's arguments: the input, the ``weights``, the residual of a conv
+        (None where it has none) and the slot's name."""
+        return (x, *weights, *((residual,) if self.kind == "conv2d" else ()), self.slot_name)
 
     def weights(self) -> tuple[torch.Tensor, ...] | None:
         """The tensors the kernel takes after the input, read now: none for a layer
@@ -80,6 +86,12 @@ class KernelCall(nn.Module):
         the tuned shape."""
         return (isinstance(x, torch.Tensor) and x.layout == torch.strided and x.device.type == "cpu"
                 and x.dtype == torch.float32 and x.shape == self.input_shape and x.is_contiguous())
+
+    def _fits_residual(self, residual) -> bool:
+        """The residual is a contiguous CPU float32 tensor of the output's shape."""
+        return (isinstance(residual, torch.Tensor) and residual.layout == torch.strided
+                and residual.device.type == "cpu" and residual.dtype == torch.float32
+                and residual.shape == self._slot.output_shape and residual.is_contiguous())
 
     def _fits_params(self, weight, bias) -> bool:
         ok = (weight.layout == torch.strided and weight.device.type == "cpu" and weight.dtype == torch.float32

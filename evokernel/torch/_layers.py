@@ -1,7 +1,8 @@
 """Which nodes of a traced module a kernel computes, and as which operator:
 Conv2d (with the eval-mode BatchNorm2d that alone reads its output folded into it,
-and the ReLU or ReLU6 that alone reads the result fused, as ONNX exporters and the
-ONNX importer do; grouped and depthwise too), Linear, MaxPool2d,
+the residual add that alone reads the result and the ReLU or ReLU6 that alone
+reads that fused, as ONNX exporters and the ONNX importer do; grouped and
+depthwise too), Linear, MaxPool2d,
 AvgPool2d, AdaptiveAvgPool2d with windows that tile the input, ReLU and Softmax
 over the last dimension; modules and their functional forms. Everything else, and
 every layer a kernel cannot compute exactly as PyTorch does, stays PyTorch's.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from operator import add, iadd
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,8 +29,9 @@ from ..operators import Operator
 class Layer:
     """Nodes of the graph computed as one kernel: ``nodes[0]`` reads ``input``,
     ``nodes[-1]`` gives the result. ``module`` holds the weight (and bias) the
-    kernel reads, ``norm`` the batch norm folded into it; ``fallback`` computes the
-    same with PyTorch, step by step."""
+    kernel reads, ``norm`` the batch norm folded into it, ``residual`` the node
+    whose output a residual add adds; ``fallback`` computes the same with PyTorch,
+    step by step (``ADD_RESIDUAL``: that add)."""
 
     name: str
     kind: str
@@ -40,6 +43,11 @@ class Layer:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     norm: nn.BatchNorm2d | None = None
+    residual: fx.Node | None = None
+
+
+#: The fallback step of a fused residual add (the residual is the layer's second input).
+ADD_RESIDUAL = "add the residual"
 
 
 class _Skip(Exception):
@@ -54,7 +62,7 @@ def find_layers(gm: fx.GraphModule) -> tuple[list[Layer], dict[str, str]]:
         if node in taken:
             continue
         try:
-            layer = _layer(gm, node)
+            layer = _layer(gm, node, taken)
         except (_Skip, OperatorArgumentError) as why:
             skipped[_name(node)] = str(why)
             continue
@@ -66,10 +74,12 @@ def find_layers(gm: fx.GraphModule) -> tuple[list[Layer], dict[str, str]]:
     return layers, skipped
 
 
-def _layer(gm: fx.GraphModule, node: fx.Node) -> Layer | None:
+def _layer(gm: fx.GraphModule, node: fx.Node, taken: set) -> Layer | None:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        maker = _MODULES.get(type(module))  # exact types: a subclass may compute something else
+        if type(module) is nn.Conv2d:  # exact types: a subclass may compute something else
+            return _conv(gm, node, module, taken)
+        maker = _MODULES.get(type(module))
         return maker(gm, node, module) if maker is not None else None
     activation = _activation(gm, node)
     if activation is not None:
@@ -112,12 +122,12 @@ def _params(module: nn.Module) -> None:
             raise _Skip(f"its {name} is {p.dtype} on {p.device} (float32 on the CPU is computed)")
 
 
-def _make(name, kind, operator, nodes, input_node, module, fallback, input_shape, norm=None) -> Layer:
+def _make(name, kind, op, nodes, input_node, module, fallback, input_shape, norm=None, residual=None) -> Layer:
     expected = _meta(nodes[-1])
-    if math.prod(operator.output.shape) != math.prod(expected):
-        raise _Skip(f"the kernel's output {operator.output.shape} differs from PyTorch's {expected}")
-    return Layer(name, kind, operator, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected,
-                 norm)
+    if math.prod(op.output.shape) != math.prod(expected):
+        raise _Skip(f"the kernel's output {op.output.shape} differs from PyTorch's {expected}")
+    return Layer(name, kind, op, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected,
+                 norm, residual)
 
 
 # -- activations --------------------------------------------------------------------
@@ -167,7 +177,7 @@ def _relu(node: fx.Node, kind: str, fallback: Callable, inplace: bool) -> Layer:
 
 # -- layers with weights ------------------------------------------------------------
 
-def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d) -> Layer:
+def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d, taken: set) -> Layer:
     source, shape = _input(node)
     n, c, h, w = _nchw(shape)
     if module.padding_mode != "zeros":
@@ -178,6 +188,10 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d) -> Layer:
     if norm is not None:
         nodes.append(norm[0])
         fallback.append(norm[1])
+    add = _sole_residual_add(nodes[-1], taken)
+    if add is not None:
+        nodes.append(add[0])
+        fallback.append(ADD_RESIDUAL)
     fused = _sole_activation(gm, nodes[-1])
     if fused is not None:
         user, activation, step = fused
@@ -185,11 +199,34 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d) -> Layer:
         fallback.append(step)
     operator = ops.conv2d(n, c, h, w, module.out_channels, k=module.kernel_size, stride=module.stride,
                           pad=_padding(module), dilation=module.dilation, groups=module.groups,
-                          bias=module.bias is not None or norm is not None, activation=activation)
+                          bias=module.bias is not None or norm is not None, activation=activation,
+                          residual=add is not None)
     operator = operator.pointwise() or operator
     name = "+".join(_name(m) for m in nodes)
     return _make(name, "conv2d", operator, nodes, source, module, fallback, shape,
-                 norm[1] if norm else None)
+                 norm[1] if norm else None, add[1] if add else None)
+
+
+_ADDS = (add, iadd, torch.add)
+
+
+def _sole_residual_add(node: fx.Node, taken: set) -> tuple[fx.Node, fx.Node] | None:
+    """The add that alone reads ``node``'s output, not yet in a layer, and the node
+    whose output of the same shape it adds (a residual block's shortcut); None
+    if there is none."""
+    if len(node.users) != 1:
+        return None
+    (user,) = node.users
+    if user.op != "call_function" or user.target not in _ADDS or user in taken or user.kwargs \
+            or len(user.args) != 2 or node not in user.args:
+        return None
+    other = user.args[1] if user.args[0] is node else user.args[0]
+    if not isinstance(other, fx.Node) or other is node:
+        return None
+    try:
+        return (user, other) if _meta(other) == _meta(node) else None
+    except _Skip:
+        return None
 
 
 def _sole_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, nn.BatchNorm2d] | None:
@@ -322,6 +359,6 @@ def _relu_module(gm: fx.GraphModule, node: fx.Node, module) -> Layer:
     return _relu(node, *_activation(gm, node))
 
 
-_MODULES = {nn.Conv2d: _conv, nn.Linear: _linear, nn.MaxPool2d: _max_pool, nn.AvgPool2d: _avg_pool,
+_MODULES = {nn.Linear: _linear, nn.MaxPool2d: _max_pool, nn.AvgPool2d: _avg_pool,
             nn.AdaptiveAvgPool2d: _adaptive_avg_pool, nn.ReLU: _relu_module, nn.ReLU6: _relu_module,
             nn.Softmax: _softmax_module, nn.BatchNorm2d: _norm_module}

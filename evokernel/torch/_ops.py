@@ -115,9 +115,10 @@ def _fake(name: str, first: torch.Tensor) -> torch.Tensor:
 # -- the operators -------------------------------------------------------------------
 
 @torch.library.custom_op(f"{NAMESPACE}::conv2d", mutates_args=())
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], slot: str) -> torch.Tensor:
-    """A 2-D convolution (and the activation fused into it) on a tuned kernel."""
-    return _run(slot, input, weight, bias)
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
+           slot: str) -> torch.Tensor:
+    """A 2-D convolution (and the residual and activation fused into it) on a tuned kernel."""
+    return _run(slot, input, weight, bias, residual)
 
 
 @torch.library.custom_op(f"{NAMESPACE}::linear", mutates_args=())
@@ -164,6 +165,10 @@ def _with_weights(input, weight, bias, slot):
     return _fake(slot, input)
 
 
+def _conv_fake(input, weight, bias, residual, slot):
+    return _fake(slot, input)
+
+
 def _unary(input, slot):
     return _fake(slot, input)
 
@@ -179,7 +184,7 @@ def _backward(ctx, grad):
     return (*grads, None)
 
 
-for _op, _fake_impl in ((conv2d, _with_weights), (linear, _with_weights), (pool2d, _unary), (relu, _unary),
+for _op, _fake_impl in ((conv2d, _conv_fake), (linear, _with_weights), (pool2d, _unary), (relu, _unary),
                         (softmax, _unary)):
     _op.register_fake(_fake_impl)
     _op.register_autograd(_backward, setup_context=_setup)

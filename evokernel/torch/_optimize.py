@@ -53,7 +53,8 @@ def optimize(model, example_input, budget="10m", target="host", seed: int | None
     """``model`` with tuned kernels for every layer they compute, as a module.
 
     Conv2d (with the eval-mode BatchNorm2d that alone reads its output folded into
-    it, and the ReLU/ReLU6 that alone reads the result; grouped and depthwise too),
+    it, the residual add and then the ReLU/ReLU6 that alone read the result;
+    grouped and depthwise too),
     Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU and Softmax over
     the last dimension, as modules or functions, at the shapes of ``example_input``
     (a tensor, or a tuple of the forward's tensors) get a kernel each, tuned under
@@ -171,8 +172,9 @@ def _replace(gm: fx.GraphModule, layers: list[Layer], kernels: dict) -> None:
         attr = _attribute(container, layer.name)
         container.add_module(attr, KernelCall(layer, Slot(layer.name, kernels[layer.operator.key], layer.output_shape)))
         last = layer.nodes[-1]
+        inputs = (layer.input,) if layer.residual is None else (layer.input, layer.residual)
         with graph.inserting_after(last):
-            node = graph.call_module(f"{KERNELS}.{attr}", (replaced.get(layer.input, layer.input),))
+            node = graph.call_module(f"{KERNELS}.{attr}", tuple(replaced.get(i, i) for i in inputs))
         node.meta = dict(last.meta)
         replaced[last] = node
         last.replace_all_uses_with(node)

@@ -251,8 +251,8 @@ def test_opcheck_passes_on_every_op(cnn):
     _, _, fast = cnn
     seen = set()
     for call in fast.evokernel.children():
-        args = [torch.randn(call.input_shape), *(t.detach() for t in call.weights())]
-        results = torch.library.opcheck(call._op, (*args, call.slot_name))
+        args = call.arguments(torch.randn(call.input_shape), tuple(t.detach() for t in call.weights()))
+        results = torch.library.opcheck(call._op, args)
         assert set(results.values()) == {"SUCCESS"}, (call.layer_name, results)
         seen.add(call.kind)
     assert seen == KINDS
@@ -326,6 +326,55 @@ def test_an_activation_is_fused_only_into_the_conv_whose_output_it_alone_reads()
     assert set(layers) == {"conv", "act"} and "activation=None" in layers["conv"]
     fused, _ = mapped(nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU6()), torch.randn(1, 4, 8, 8))
     assert set(fused) == {"0+1"} and "activation=relu6" in fused["0+1"]
+
+
+class Block(nn.Module):
+    """A residual network's block as torchvision writes it: the shortcut's conv and
+    batch norm come after the second conv, then ``out += identity`` and a ReLU
+    module called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.down, self.down_bn = nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += self.down_bn(self.down(x))
+        return self.relu(out)
+
+
+def test_a_residual_add_and_its_relu_join_the_conv_before_them(tmp_path):
+    """One kernel per conv, the shortcut's add and the last ReLU inside the second
+    conv's: equal to the block in eager mode and under torch.compile, with
+    PyTorch's layers for a residual in another layout; its op passes opcheck."""
+    torch.manual_seed(0)
+    model = Block().eval()
+    for bn in (model.bn1, model.bn2, model.down_bn):
+        randomize(bn)
+    x = torch.randn(1, 4, 10, 10)
+    layers, _ = mapped(model, x)
+    assert set(layers) == {"conv1+bn1+relu", "conv2+bn2+add+relu", "down+down_bn"}
+    assert "residual=True" in layers["conv2+bn2+add+relu"] and "residual" not in layers["down+down_bn"]
+    tmp_path.chmod(0o700)
+    fast = ek.torch.optimize(model, x, budget=6, seed=0, evaluator="local", cache_dir=tmp_path, progress=False)
+    with torch.inference_mode(), OpLog() as log:
+        y = fast(x)
+    assert log.evokernel() == ["evokernel::conv2d"] * 3 and not {"aten::add_.Tensor", "aten::relu"} & set(log.names)
+    with torch.inference_mode():
+        assert_close(y, model(x))
+        assert_close(torch.compile(fast, backend="eager")(x), model(x))
+    call = next(c for c in fast.evokernel.children() if c.layer_name == "conv2+bn2+add+relu")
+    shortcut, inp = torch.randn(call._slot.output_shape), torch.randn(call.input_shape)
+    with torch.inference_mode(), OpLog() as log:
+        fallback = call(inp, shortcut.to(memory_format=torch.channels_last))
+    assert not log.evokernel()
+    with torch.inference_mode():
+        assert_close(fallback, call(inp, shortcut))
+    args = call.arguments(torch.randn(call.input_shape), tuple(t.detach() for t in call.weights()), shortcut)
+    assert set(torch.library.opcheck(call._op, args).values()) == {"SUCCESS"}
 
 
 def test_a_1x1_conv_with_its_batch_norm_runs_as_a_matrix_product(tmp_path):

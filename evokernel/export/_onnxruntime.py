@@ -408,8 +408,9 @@ def _step_times(proto, rewrites: list[_Rewrite], theirs: Profile, ours: Profile
             owner.update(dict.fromkeys([v for v in (node.name, *node.output) if v], r.name))
     spent: dict[str, float] = {}
     for node, seconds in theirs.nodes.items():
-        base, _, fusion = node.removesuffix("_nchwc").rpartition("/")
-        step = owner.get(base) if fusion.endswith("Fusion") else owner.get(node.removesuffix("_nchwc"))
+        name = node.removesuffix("_nchwc")
+        base, _, fusion = name.rpartition("/")
+        step = owner.get(base if fusion.endswith("Fusion") else name)
         if step is not None:
             spent[step] = spent.get(step, 0.0) + seconds
     times = {}

@@ -274,7 +274,8 @@ class Conv1x1(Operator):
 
 @factory
 def conv2d(n: int, c_in: int, h: int, w: int, c_out: int, k, stride=1, pad=0, dilation=1, groups: int = 1,
-           bias: bool = False, activation: str | None = None, dtype: str = "float32", residual: bool = False) -> Conv2d:
+           bias: bool = False, activation: str | None = None, dtype: str = "float32",
+           residual: bool = False) -> Conv2d:
     """A 2-D convolution over an NCHW input; ``k``, ``stride``, ``pad`` and
     ``dilation`` are an int or an (h, w) pair. ``residual=True`` adds an input of the
     output's shape (after the bias) to the sums before the activation.

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
-from operator import add, iadd
 from dataclasses import dataclass
+from operator import add, iadd
 from typing import Callable
 
 import torch
@@ -122,11 +122,11 @@ def _params(module: nn.Module) -> None:
             raise _Skip(f"its {name} is {p.dtype} on {p.device} (float32 on the CPU is computed)")
 
 
-def _make(name, kind, op, nodes, input_node, module, fallback, input_shape, norm=None, residual=None) -> Layer:
+def _make(name, kind, operator, nodes, input_node, module, fallback, input_shape, norm=None, residual=None) -> Layer:
     expected = _meta(nodes[-1])
-    if math.prod(op.output.shape) != math.prod(expected):
-        raise _Skip(f"the kernel's output {op.output.shape} differs from PyTorch's {expected}")
-    return Layer(name, kind, op, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected,
+    if math.prod(operator.output.shape) != math.prod(expected):
+        raise _Skip(f"the kernel's output {operator.output.shape} differs from PyTorch's {expected}")
+    return Layer(name, kind, operator, tuple(nodes), input_node, module, tuple(fallback), input_shape, expected,
                  norm, residual)
 
 
@@ -188,9 +188,9 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d, taken: set) -> L
     if norm is not None:
         nodes.append(norm[0])
         fallback.append(norm[1])
-    add = _sole_residual_add(nodes[-1], taken)
-    if add is not None:
-        nodes.append(add[0])
+    shortcut = _sole_residual_add(nodes[-1], taken)
+    if shortcut is not None:
+        nodes.append(shortcut[0])
         fallback.append(ADD_RESIDUAL)
     fused = _sole_activation(gm, nodes[-1])
     if fused is not None:
@@ -200,11 +200,11 @@ def _conv(gm: fx.GraphModule, node: fx.Node, module: nn.Conv2d, taken: set) -> L
     operator = ops.conv2d(n, c, h, w, module.out_channels, k=module.kernel_size, stride=module.stride,
                           pad=_padding(module), dilation=module.dilation, groups=module.groups,
                           bias=module.bias is not None or norm is not None, activation=activation,
-                          residual=add is not None)
+                          residual=shortcut is not None)
     operator = operator.pointwise() or operator
     name = "+".join(_name(m) for m in nodes)
     return _make(name, "conv2d", operator, nodes, source, module, fallback, shape,
-                 norm[1] if norm else None, add[1] if add else None)
+                 norm[1] if norm else None, shortcut[1] if shortcut else None)
 
 
 _ADDS = (add, iadd, torch.add)

@@ -352,23 +352,18 @@ def _conv(node, i, names, nodes, shapes, consts, attrs, sole_reader):
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None:
         _const(consts, bias, "bias")
-    out = node.output[0]
-    j = sole_reader(out, ("Add",))
-    if bias is None and j is not None:
-        other = [v for v in nodes[j].input if v != out]
-        if len(other) == 1 and other[0] in consts and consts[other[0]].size == c_out \
-                and consts[other[0]].shape in ((c_out, 1, 1), (1, c_out, 1, 1), (c_out,)):
-            bias, out = other[0], nodes[j].output[0]
-            taken.add(j)
-            fused.append(nodes[j])
-    residual = None
-    j = sole_reader(out, ("Add",))
-    if j is not None:
-        other = [v for v in nodes[j].input if v != out]
-        if len(other) == 1 and other[0] not in consts and out in shapes and shapes.get(other[0]) == shapes[out]:
-            residual, out = other[0], nodes[j].output[0]
-            taken.add(j)
-            fused.append(nodes[j])
+    out, residual = node.output[0], None
+    j, other = _sole_add(nodes, out, sole_reader)
+    if bias is None and other in consts and consts[other].size == c_out \
+            and consts[other].shape in ((c_out, 1, 1), (1, c_out, 1, 1), (c_out,)):
+        bias, out = other, nodes[j].output[0]
+        taken.add(j)
+        fused.append(nodes[j])
+        j, other = _sole_add(nodes, out, sole_reader)
+    if other is not None and other not in consts and out in shapes and shapes.get(other) == shapes[out]:
+        residual, out = other, nodes[j].output[0]
+        taken.add(j)
+        fused.append(nodes[j])
     activation = None
     j = sole_reader(out, ("Relu", "Clip"))
     if j is not None:
@@ -442,3 +437,11 @@ def _softmax(node, i, names, shapes, consts, attrs, opsets) -> Step:
         flat = (int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64)))
     op = ops.softmax(flat, dtype=_dtype(shapes, node.input[0]))
     return _step(node, names[i], op, [node.input[0]], consts, shape=shape if flat != shape else None)
+
+
+def _sole_add(nodes, value: str, sole_reader) -> tuple[int | None, str | None]:
+    """The Add that alone reads ``value`` and the one other value it adds to it
+    (None, None where there is no such Add)."""
+    j = sole_reader(value, ("Add",))
+    other = [v for v in nodes[j].input if v != value] if j is not None else []
+    return (j, other[0]) if len(other) == 1 else (None, None)

@@ -359,10 +359,11 @@ def test_a_row_stored_panel_writes_whole_rows_of_each_channel(op):
 
 
 def test_a_row_fitted_panel_holds_a_short_row_in_its_register_tile():
-    """Where a conv's row is shorter than two of its first panel's tiles (7 points
-    against 12), the first template is that panel with a tile of the whole row by
-    as many channel vectors as divide the channels, row-stored; it computes the
-    conv. A row of two tiles or more (14 against 6) gets none."""
+    """Where a conv's row is not a whole number of its first panel's tiles (7
+    points against 6, 14 against 6), the first template is that panel with a tile
+    of the whole row by as many channel vectors as divide the channels and fit in
+    the registers beside their accumulators, row-stored; it computes the conv. A
+    row of whole tiles (12 against 6) or too long for two vectors (15) gets none."""
     op = ek.operators.conv2d(1, 16, 7, 7, 64, 3, pad=1, bias=True)
     space = space_of(op, registers=32)
     acc = space.index("acc")
@@ -371,10 +372,13 @@ def test_a_row_fitted_panel_holds_a_short_row_in_its_register_tile():
     assert first.stages[acc].unroll == (7, 1, 2, 1) and first.stages[-1].vector == 0
     assert first.stages[-1].tiles[2] == (2 * space.lanes,) * 2
     assert_computes(op, space, first, seed=6)
-    wide = space_of(ek.operators.conv2d(1, 16, 14, 14, 256, 3, pad=1), registers=32)
-    rows = {g.stages[acc].unroll[0] for g in templates(wide) if g.stages[acc].vector == 2}
-    assert rows and 14 not in rows and 7 not in rows
 
+    def first_rows(size: int) -> tuple:
+        wide = space_of(ek.operators.conv2d(1, 16, size, size, 256, 3, pad=1), registers=32)
+        return next(g for g in templates(wide) if g.stages[acc].vector == 2).stages[acc].unroll
+
+    assert first_rows(14)[0::2] == (14, 2)
+    assert first_rows(12)[0] != 12 and first_rows(15)[0] != 15
 
 @pytest.mark.parametrize("op", [ek.operators.conv2d(1, 40, 7, 9, 36, 3, pad=1, bias=True),
                                 ek.operators.matmul(40, 100, 300)], ids=["conv", "matmul"])

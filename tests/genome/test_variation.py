@@ -372,7 +372,7 @@ def test_channel_panels_come_widest_first_where_every_thread_gets_one():
     vectors where they do not (a 64-channel conv on 2 threads, 16 lanes); on one
     thread the four-vector panel comes first there too."""
     def first_panel_vectors(c_out, threads):
-        space = space_of(ek.operators.conv2d(1, 32, 14, 14, c_out, 3, pad=1), lanes=16, threads=threads,
+        space = space_of(ek.operators.conv2d(1, 32, 12, 12, c_out, 3, pad=1), lanes=16, threads=threads,
                          registers=32)
         panel = next(g for g in templates(space) if any(s.host for s in g.stages))
         return panel.stages[-1].unroll[2]
